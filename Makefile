@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh clone:  `make demo`  and  `make test`.
+# Both create .venv when it is missing (or when pyproject.toml / constraints.txt changed).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+CORES ?= 2
+# constraints.txt pins torch==2.13.0 so this machine class gets the CPU build from local disk.
+# On a GPU cluster: `make install TORCH_CONSTRAINT=` installs the CUDA build your index serves.
+TORCH_CONSTRAINT ?= constraints.txt
+PYTEST_ARGS ?=
+
+.PHONY: install demo test bench clean-demo
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(if $(TORCH_CONSTRAINT),-c $(TORCH_CONSTRAINT)) -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/demo.yaml --printshellcmds all
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/readers.py
+	$(PY) benchmarks/preprocess.py
+
+clean-demo:
+	rm -rf results/demo

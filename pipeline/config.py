@@ -1,0 +1,273 @@
+"""Typed configuration: YAML (validated by `workflow/schemas/config.schema.yaml`) → frozen dataclasses.
+
+A dataset entry inherits the global `preprocess` and `patch` sections and may override any key of
+them; `resolve_dataset` returns the merged, typed view one stage needs. Stages receive their section
+as JSON (`--settings`), so Snakemake's params — and therefore its rerun triggers — see exactly the
+values the stage uses and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+Role = Literal["pretrain", "downstream", "both"]
+Format = Literal["auto", "edf", "bdf", "bids"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type; the message names it."""
+
+
+@dataclass(frozen=True)
+class MontageConfig:
+    channels: str | tuple[str, ...] | None = "standard_1020"  # channel-set name, explicit list, or None = all
+    positions: str | None = None  # mne montage name or electrodes.tsv: map cap electrodes by position
+    max_distance_mm: float = 20.0
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    subject_regex: str | None = None  # first group = subject id; BIDS uses its own entities
+    min_duration_s: float = 0.0  # shorter recordings are rejected (set to the window length)
+    honour_bids_status: bool = True  # channels.tsv status=bad → excluded
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    sfreq: float = 200.0
+    l_freq: float | None = 0.1
+    h_freq: float | None = 75.0
+    mains: float | None = 60.0  # notch at mains and its harmonics below Nyquist; None = no notch
+    scale: float = 0.01  # µV → µV/100
+    reject_uv: float = 1000.0  # a 1 s patch above this |amplitude| (µV) rejects its windows
+    flat_uv: float = 0.5  # peak-to-peak below this (µV) in a second counts as flat
+    max_bad_fraction: float = 0.5  # channel masked when flat/NaN in more than this share of seconds
+    chunk_s: float = 600.0  # streaming chunk; memory is O(chunk × channels)
+
+
+@dataclass(frozen=True)
+class PatchConfig:
+    window_s: float = 30.0
+    stride_s: float | None = None  # None = window_s (no overlap)
+    patch_len: int = 200
+    dtype: Literal["float16", "float32"] = "float16"
+    windows_per_shard: int = 256
+    chunk_windows: int = 8  # zarr chunk along windows: a batch reads whole chunks
+    compressor: Literal["none", "lz4", "zstd"] = "lz4"
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    # Subject-independent splits: subjects listed here go to val/test, everyone else to train.
+    val: tuple[str, ...] = ()
+    test: tuple[str, ...] = ()
+
+    def split_of(self, subject: str) -> str:
+        if subject in self.test:
+            return "test"
+        if subject in self.val:
+            return "val"
+        return "train"
+
+
+@dataclass(frozen=True)
+class DaskConfig:
+    scheduler: str | None = None  # address of an existing dask.distributed scheduler
+    n_workers: int = 2  # local cluster size when no scheduler is given; 1 = run in-process
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str
+    path: str
+    format: Format = "auto"
+    role: Role = "pretrain"
+    fetch: str | None = None  # "demo": produced by the fetch_demo_corpus rule
+    description: str = ""
+    montage: MontageConfig = field(default_factory=MontageConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    patch: PatchConfig = field(default_factory=PatchConfig)
+    splits: SplitConfig = field(default_factory=SplitConfig)
+
+
+@dataclass(frozen=True)
+class WheelSource:
+    requirement: str  # pip requirement, pinned with ==
+    sha256: str
+    members: tuple[tuple[str, str], ...]  # (path inside the wheel, path under the cache) — file or folder prefix
+    exclude: tuple[str, ...] = ()  # glob patterns of members not to extract
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    results: str
+    cache: str
+    datasets: Mapping[str, DatasetConfig]
+    demo_corpus: Mapping[str, WheelSource]
+    dask: DaskConfig = field(default_factory=DaskConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# generic mapping → dataclass conversion (strict: unknown keys are errors, naming where they are)
+
+
+def from_mapping(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_mapping(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{where}: must not be null")
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(arg, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: {value!r} matches none of {args}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{where}: {value!r} is not one of {typing.get_args(tp)}")
+        return value
+    if origin in (Mapping, dict):
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp in (int, str, bool):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+        return value
+    if tp is Any:
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def to_dict(obj: Any) -> Any:
+    """JSON-ready dict of a config dataclass (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(obj)))
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole file
+
+
+def _merged(base: Mapping[str, Any] | None, override: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {**dict(base or {}), **dict(override or {})}
+
+
+def parse_config(raw: Mapping[str, Any], *, base_dir: Path | None = None) -> PipelineConfig:
+    """Build the typed config from an already-loaded YAML mapping (as Snakemake holds it)."""
+    raw = dict(raw)
+    defaults = {k: raw.get(k) for k in ("preprocess", "patch", "montage", "ingest")}
+    datasets = {}
+    for name, entry in dict(raw.get("datasets") or {}).items():
+        entry = dict(entry)
+        for section in ("preprocess", "patch", "montage", "ingest"):
+            entry[section] = _merged(defaults[section], entry.get(section))
+        # A dataset's mains frequency is part of its identity; the notch uses it.
+        if "mains" in entry:
+            entry["preprocess"]["mains"] = entry.pop("mains")
+        ds = from_mapping(DatasetConfig, {"name": name, **entry}, f"datasets.{name}")
+        if ds.ingest.min_duration_s == 0.0:
+            ds = dataclasses.replace(ds, ingest=dataclasses.replace(ds.ingest, min_duration_s=ds.patch.window_s))
+        datasets[name] = ds
+    if not datasets:
+        raise ConfigError("datasets: at least one dataset is required")
+    wheels = {
+        name: from_mapping(
+            WheelSource,
+            {**w, "members": [(m["from"], m["to"]) for m in w.get("members", [])]},
+            f"demo_corpus.{name}",
+        )
+        for name, w in dict(raw.get("demo_corpus") or {}).items()
+    }
+    cfg = PipelineConfig(
+        results=str(raw.get("results", "results")),
+        cache=str(raw.get("cache", "resources/cache")),
+        datasets=datasets,
+        demo_corpus=wheels,
+        dask=from_mapping(DaskConfig, raw.get("dask"), "dask"),
+    )
+    return cfg
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    path = Path(path)
+    with path.open() as fh:
+        raw = yaml.safe_load(fh)
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: expected a YAML mapping at top level")
+    return parse_config(raw)
+
+
+def load_settings(cls: type, text: str | None, where: str = "--settings") -> Any:
+    """Parse a stage's `--settings` (JSON text, or @file) into its dataclass; empty = defaults."""
+    if not text:
+        return cls()
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: not valid JSON ({exc})") from None
+    return from_mapping(cls, data, where)
+
+
+@dataclass(frozen=True)
+class PatchSettings:
+    """What the patch stage needs: the patch section and the dataset's subject splits."""
+
+    patch: PatchConfig = field(default_factory=PatchConfig)
+    splits: SplitConfig = field(default_factory=SplitConfig)
+
+
+def stage_settings(ds: DatasetConfig, stage: str) -> Any:
+    """The typed settings one stage of one dataset runs with."""
+    by_stage = {
+        "ingest": ds.ingest,
+        "montage": ds.montage,
+        "preprocess": ds.preprocess,
+        "patch": PatchSettings(patch=ds.patch, splits=ds.splits),
+    }
+    if stage not in by_stage:
+        raise ConfigError(f"no settings for stage {stage!r}; known: {sorted(by_stage)}")
+    return by_stage[stage]
+
+
+def stage_settings_json(ds: DatasetConfig, stage: str) -> str:
+    return json.dumps(to_dict(stage_settings(ds, stage)), sort_keys=True)

@@ -1,0 +1,181 @@
+"""Electrode positions, brought into one comparable frame.
+
+Montages come in different frames and scales: mne's colin27 10-05 template is
+a realistic head in MRI coordinates (radius ~99 mm), BioSemi/EasyCap layouts
+are ideal spheres of radius 95 mm centred 40 mm above the fiducial plane, and
+digitized BIDS files may be in metres or millimetres. To compare them we
+
+1. rotate/translate into the head frame (x: LPA->RPA, y: towards the nasion,
+   z: up) using the nasion/LPA/RPA fiducials when they are known;
+2. fit a sphere by least squares and keep only each electrode's *direction*
+   from the sphere centre (a unit vector), which removes offset, scale and
+   units;
+3. measure distances between directions as arcs on a sphere of
+   `HEAD_RADIUS_MM` (a typical adult head), i.e. millimetres on the scalp.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+HEAD_RADIUS_MM = 95.0
+# Ideal cap layouts lie on a sphere to within rounding; real heads and
+# realistic templates deviate by ~5 % of the radius. 1 % separates them.
+SPHERICAL_RMS_FRACTION = 0.01
+
+# BIDS coordinate systems whose axes are ALS (x anterior, y left, z up); the
+# rest of the BIDS EEG/MEG/template systems are RAS. 'Other' has no known axes.
+_ALS_SYSTEMS = frozenset({"CTF", "4DBti", "KitYokogawa", "EEGLAB"})
+_UNIT_TO_M = {"m": 1.0, "cm": 0.01, "mm": 0.001}
+
+
+@dataclass(frozen=True, eq=False)
+class ElectrodePositions:
+    """Electrode directions on a fitted head sphere, in the head frame."""
+
+    names: tuple[str, ...]
+    directions: np.ndarray     # (n, 3) unit vectors from the fitted sphere centre
+    source: str                # montage name or file the positions came from
+    spherical: bool            # True for an ideal (computed) spherical layout
+    fit_rms_fraction: float    # RMS distance from the fitted sphere / its radius
+
+    def index_of(self, channel: str) -> int | None:
+        """Row of `channel` (exact name, else a unique case-insensitive match)."""
+        if channel in self.names:
+            return self.names.index(channel)
+        folded = [i for i, n in enumerate(self.names) if n.casefold() == channel.casefold()]
+        return folded[0] if len(folded) == 1 else None
+
+
+def arc_distance_mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise arc lengths (mm on a `HEAD_RADIUS_MM` sphere) between unit vectors a (m,3) and b (k,3)."""
+    return HEAD_RADIUS_MM * np.arccos(np.clip(a @ b.T, -1.0, 1.0))
+
+
+def load_electrode_positions(spec: str | Path) -> ElectrodePositions:
+    """Positions from an mne standard montage name or a BIDS `*_electrodes.tsv`.
+
+    For a BIDS file the sibling `*_coordsystem.json` is consulted: its
+    NAS/LPA/RPA landmarks (if given) define the head frame; otherwise its
+    EEGCoordinateSystem fixes the axis orientation (RAS assumed when the JSON
+    is absent; 'Other' without landmarks is rejected).
+    """
+    import mne
+
+    builtin = mne.channels.get_builtin_montages()
+    if isinstance(spec, str) and spec in builtin:
+        return _montage_positions(spec)
+    path = Path(spec)
+    if path.is_file():
+        return _bids_positions(path.resolve())
+    raise ValueError(
+        f"positions={str(spec)!r} is neither an mne standard montage nor an existing file; "
+        f"use one of {', '.join(builtin)} or a path to a BIDS *_electrodes.tsv"
+    )
+
+
+def ten_five_template(*, spherical: bool) -> ElectrodePositions:
+    """mne's 10-05 site positions: the ideal-sphere version to compare with ideal
+    cap layouts, the realistic colin27 head to compare with real/realistic ones."""
+    import mne
+
+    builtin = mne.channels.get_builtin_montages()
+    if spherical and "spherical_1005" in builtin:
+        return _montage_positions("spherical_1005")
+    return _montage_positions("colin27_1005" if "colin27_1005" in builtin else "standard_1005")
+
+
+@lru_cache(maxsize=16)
+def _montage_positions(name: str) -> ElectrodePositions:
+    import mne
+
+    pos = mne.channels.make_standard_montage(name).get_positions()
+    names = tuple(pos["ch_pos"])
+    xyz = np.array([pos["ch_pos"][n] for n in names], dtype=float)
+    fiducials = (pos["nasion"], pos["lpa"], pos["rpa"])
+    if all(f is not None for f in fiducials):
+        xyz = _to_head_frame(xyz, *fiducials)
+    return _on_sphere(names, xyz, source=name)
+
+
+def _bids_positions(path: Path) -> ElectrodePositions:
+    names, xyz = _read_electrodes_tsv(path)
+    coordsystem = path.with_name(path.name.replace("_electrodes.tsv", "_coordsystem.json"))
+    if coordsystem != path and coordsystem.is_file():
+        meta = json.loads(coordsystem.read_text(encoding="utf-8"))
+        xyz = _bids_to_head_frame(xyz, meta, where=coordsystem)
+    return _on_sphere(names, xyz, source=str(path))
+
+
+def _read_electrodes_tsv(path: Path) -> tuple[tuple[str, ...], np.ndarray]:
+    with path.open(encoding="utf-8-sig", newline="") as fh:  # BIDS files often carry a BOM
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    if not rows or not {"name", "x", "y", "z"} <= set(rows[0]):
+        raise ValueError(f"{path}: expected a BIDS electrodes TSV with columns name, x, y, z")
+    names, xyz = [], []
+    for row in rows:
+        coords = [row[k].strip() for k in ("x", "y", "z")]
+        if any(c.lower() in ("n/a", "nan", "") for c in coords):
+            continue  # electrode without a digitized position
+        names.append(row["name"].strip())
+        xyz.append([float(c) for c in coords])
+    return tuple(names), np.array(xyz, dtype=float).reshape(-1, 3)
+
+
+def _bids_to_head_frame(xyz: np.ndarray, meta: dict, *, where: Path) -> np.ndarray:
+    system = str(meta.get("EEGCoordinateSystem", ""))
+    landmarks = meta.get("AnatomicalLandmarkCoordinates") or {}
+    same_system = meta.get("AnatomicalLandmarkCoordinateSystem", system) == system
+    if same_system and all(k in landmarks for k in ("NAS", "LPA", "RPA")):
+        scale = _UNIT_TO_M.get(meta.get("AnatomicalLandmarkCoordinateUnits", ""), 1.0) / _UNIT_TO_M.get(
+            meta.get("EEGCoordinateUnits", ""), 1.0
+        )
+        nas, lpa, rpa = (np.asarray(landmarks[k], dtype=float) * scale for k in ("NAS", "LPA", "RPA"))
+        return _to_head_frame(xyz, nas, lpa, rpa)
+    if system in _ALS_SYSTEMS:
+        return np.column_stack([-xyz[:, 1], xyz[:, 0], xyz[:, 2]])  # ALS -> RAS
+    if system == "Other" or not system:
+        raise ValueError(
+            f"{where}: EEGCoordinateSystem {system or '(missing)'!r} has no known axis orientation and no "
+            "NAS/LPA/RPA landmarks; add AnatomicalLandmarkCoordinates or pass an mne montage name as positions"
+        )
+    return xyz
+
+
+def _to_head_frame(xyz: np.ndarray, nasion, lpa, rpa) -> np.ndarray:
+    from mne.transforms import apply_trans, get_ras_to_neuromag_trans
+
+    trans = get_ras_to_neuromag_trans(np.asarray(nasion), np.asarray(lpa), np.asarray(rpa))
+    return apply_trans(trans, xyz)
+
+
+def _on_sphere(names: tuple[str, ...], xyz: np.ndarray, *, source: str) -> ElectrodePositions:
+    if len(names) < 4:
+        raise ValueError(f"{source}: need at least 4 electrode positions to fit a head sphere, got {len(names)}")
+    center, radius = fit_sphere(xyz)
+    offsets = xyz - center
+    norms = np.linalg.norm(offsets, axis=1)
+    rms = float(np.sqrt(np.mean((norms - radius) ** 2)) / radius)
+    directions = offsets / norms[:, None]
+    directions.flags.writeable = False
+    return ElectrodePositions(names, directions, source, rms < SPHERICAL_RMS_FRACTION, rms)
+
+
+def fit_sphere(xyz: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least-squares sphere (centre, radius) through points (n, 3).
+
+    |p - c|^2 = r^2 is linear in (c, r^2 - |c|^2): 2 p.c + k = |p|^2.
+    """
+    design = np.column_stack([2 * xyz, np.ones(len(xyz))])
+    solution, *_ = np.linalg.lstsq(design, (xyz**2).sum(axis=1), rcond=None)
+    center = solution[:3]
+    r2 = solution[3] + center @ center
+    if not np.isfinite(r2) or r2 <= 0:
+        raise ValueError("electrode positions do not determine a sphere (coplanar or degenerate)")
+    return center, float(np.sqrt(r2))

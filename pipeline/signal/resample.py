@@ -1,0 +1,127 @@
+"""Rational (polyphase) resampling of spans of a long recording, exactly.
+
+``scipy.signal.resample_poly`` maps input sample ``k`` to output time
+``k·up/down``. A span that starts at a multiple of ``down`` therefore produces
+output samples on the global output grid, and with ``margin`` extra input
+samples on both sides every requested output sample sees exactly the inputs the
+whole-file call would see. Only the true file edges are extended, by odd
+reflection (``2·x0 − x[k]``) so a DC offset makes no step.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+from scipy import signal
+
+__all__ = ["ResamplePlan", "plan_resample"]
+
+# scipy's own resample_poly defaults, spelled out so they can be recorded.
+_KAISER_BETA = 5.0
+_HALF_LEN_PER_RATE = 10
+EDGE_PAD = "antireflect"  # upfirdn's name for odd reflection about the edge sample
+
+
+@dataclass(frozen=True, eq=False)
+class ResamplePlan:
+    sfreq_in: float
+    sfreq_target: float
+    up: int
+    down: int
+    taps: np.ndarray | None = field(repr=False)  # float32 anti-alias FIR; None = identity
+
+    @property
+    def identity(self) -> bool:
+        return self.up == self.down == 1
+
+    @property
+    def sfreq_out(self) -> float:
+        """Actual output rate (differs from target only for non-rational inputs)."""
+        return self.sfreq_in * self.up / self.down
+
+    @property
+    def margin(self) -> int:
+        """Input samples each side that a span needs beyond its nominal range."""
+        if self.identity:
+            return 0
+        half = (self.taps.size - 1) // 2  # at the up-sampled rate
+        return -(-half // self.up) + 1
+
+    def output_length(self, n_in: int) -> int:
+        """``ceil(n_in·up/down)``, what resample_poly returns."""
+        return -(-n_in * self.up // self.down)
+
+    def input_span(self, z0: int, z1: int, n_in: int) -> tuple[int, int]:
+        """Input range ``[k0, k1)`` to read for output samples ``[z0, z1)``.
+
+        ``z0`` must be a multiple of ``up`` (or 0); ``k0`` is a multiple of
+        ``down`` so the span's outputs fall on the global output grid.
+        """
+        if self.identity:
+            return z0, z1
+        if z0 % self.up:
+            raise ValueError(f"span start {z0} is not a multiple of up={self.up}")
+        k0 = z0 // self.up * self.down - -(-self.margin // self.down) * self.down
+        k1 = -(-z1 * self.down // self.up) + self.margin
+        return max(0, k0), min(n_in, k1)
+
+    def apply(self, x: np.ndarray, *, k0: int, z0: int, z1: int) -> np.ndarray:
+        """Output samples ``[z0, z1)`` from ``x`` = input ``[k0, k0 + x.shape[-1])``."""
+        if self.identity:
+            return x[..., z0 - k0 : z1 - k0]
+        y = signal.resample_poly(
+            x, self.up, self.down, axis=-1, window=self.taps, padtype=EDGE_PAD
+        )
+        off = k0 * self.up // self.down
+        return y[..., z0 - off : z1 - off]
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": "resample_poly",
+            "sfreq_in": self.sfreq_in,
+            "sfreq_target": self.sfreq_target,
+            "sfreq_out": self.sfreq_out,
+            "up": self.up,
+            "down": self.down,
+            "anti_alias": None
+            if self.identity
+            else {
+                "design": "scipy.signal.firwin, cutoff 1/max(up, down) of Nyquist",
+                "window": ["kaiser", _KAISER_BETA],
+                "n_taps": int(self.taps.size),
+            },
+            "edge_pad": None if self.identity else "odd reflection (antireflect)",
+            "span_margin_in": self.margin,
+        }
+
+
+@functools.lru_cache(maxsize=32)
+def plan_resample(
+    *, sfreq_in: float, sfreq_out: float, max_denominator: int = 1000
+) -> ResamplePlan:
+    """Rational up/down with ``Fraction(out/in).limit_denominator(max_denominator)``."""
+    if sfreq_in <= 0 or sfreq_out <= 0:
+        raise ValueError(f"rates must be positive, got {sfreq_in}, {sfreq_out}")
+    ratio = (Fraction(sfreq_out) / Fraction(sfreq_in)).limit_denominator(
+        max_denominator
+    )
+    up, down = ratio.numerator, ratio.denominator
+    taps = None
+    if not up == down == 1:
+        half = _HALF_LEN_PER_RATE * max(up, down)
+        taps = signal.firwin(
+            2 * half + 1, 1.0 / max(up, down), window=("kaiser", _KAISER_BETA)
+        ).astype(np.float32)
+        taps.setflags(write=False)
+    assert math.gcd(up, down) == 1
+    return ResamplePlan(
+        sfreq_in=float(sfreq_in),
+        sfreq_target=float(sfreq_out),
+        up=up,
+        down=down,
+        taps=taps,
+    )

@@ -1,0 +1,47 @@
+"""Shared fixtures. The demo corpus is real EEG fetched from pinned PyPI wheels (see config/demo.yaml);
+it is fetched once into the git-ignored cache and reused by every test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def demo_corpus() -> Path:
+    """Root of the extracted demo EEG: physionet/S001R02.edf, pylossless/ (BIDS), synthetic/."""
+    from pipeline.stages.fetch_demo import fetch_demo
+
+    cfg = load_config(ROOT / "config" / "demo.yaml")
+    cache = ROOT / cfg.cache
+    stamp = cache / "demo" / "fetched.json"
+    if not stamp.is_file():
+        fetch_demo(cfg.demo_corpus, cache)
+    return stamp.parent
+
+
+@pytest.fixture(scope="session")
+def physionet_edf(demo_corpus: Path) -> Path:
+    return demo_corpus / "physionet" / "S001R02.edf"
+
+
+@pytest.fixture(scope="session")
+def bids_root(demo_corpus: Path) -> Path:
+    return demo_corpus / "pylossless"
+
+
+@pytest.fixture(autouse=True)
+def _quiet_threads(monkeypatch):
+    # Tests run on 2 cores; keep BLAS/FFT from oversubscribing when dask workers run in parallel.
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))

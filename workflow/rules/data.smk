@@ -1,0 +1,100 @@
+# The data plane: demo corpus → ingest → standardize → preprocess → patch (per dataset).
+
+
+rule fetch_demo_corpus:
+    output:
+        DEMO_STAMP,
+    params:
+        settings=demo_settings_json(CFG.demo_corpus),
+    log:
+        f"{RESULTS}/logs/fetch_demo_corpus.log",
+    shell:
+        "{PY} -m pipeline fetch-demo --settings {params.settings:q} --cache {CACHE} > {log} 2>&1"
+
+
+def ingest_input(wc):
+    ds = CFG.datasets[wc.dataset]
+    # Demo data arrive through the fetch rule; user data must exist (their mtime is not a trigger).
+    return DEMO_STAMP if ds.fetch == "demo" else ancient(ds.path)
+
+
+rule ingest:
+    input:
+        ingest_input,
+    output:
+        manifest=f"{RESULTS}/{{dataset}}/manifest.parquet",
+        events=f"{RESULTS}/{{dataset}}/events.parquet",
+    params:
+        settings=settings("ingest"),
+        source=lambda wc: CFG.datasets[wc.dataset].path,
+        fmt=lambda wc: CFG.datasets[wc.dataset].format,
+        out=lambda wc: f"{RESULTS}/{wc.dataset}",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/ingest.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/ingest.tsv"
+    resources:
+        mem_mb=res("ingest", "mem_mb", 2000),
+        runtime=res("ingest", "runtime", 60),
+    shell:
+        "{PY} -m pipeline ingest {params.source:q} --out {params.out:q} --dataset {wildcards.dataset}"
+        " --format {params.fmt} --settings {params.settings:q} > {log} 2>&1"
+
+
+rule standardize:
+    input:
+        manifest=rules.ingest.output.manifest,
+    output:
+        f"{RESULTS}/{{dataset}}/montage.parquet",
+    params:
+        settings=settings("montage"),
+    log:
+        f"{RESULTS}/logs/{{dataset}}/standardize.log",
+    resources:
+        mem_mb=res("standardize", "mem_mb", 1000),
+        runtime=res("standardize", "runtime", 30),
+    shell:
+        "{PY} -m pipeline standardize {input.manifest:q} --out {output:q} --settings {params.settings:q} > {log} 2>&1"
+
+
+rule preprocess:
+    input:
+        montage=rules.standardize.output[0],
+    output:
+        directory(f"{RESULTS}/{{dataset}}/preprocessed"),
+    params:
+        settings=settings("preprocess"),
+        scheduler=f"--scheduler {CFG.dask.scheduler}" if CFG.dask.scheduler else "",
+    threads: CFG.dask.n_workers
+    log:
+        f"{RESULTS}/logs/{{dataset}}/preprocess.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/preprocess.tsv"
+    resources:
+        mem_mb=res("preprocess", "mem_mb", 4000),
+        runtime=res("preprocess", "runtime", 240),
+    shell:
+        "{PY} -m pipeline preprocess {input.montage:q} --out {output:q} --settings {params.settings:q}"
+        " --workers {threads} {params.scheduler} > {log} 2>&1"
+
+
+rule patch:
+    input:
+        preprocessed=rules.preprocess.output[0],
+        events=rules.ingest.output.events,
+    output:
+        directory(f"{RESULTS}/{{dataset}}/shards"),
+    params:
+        settings=settings("patch"),
+        scheduler=f"--scheduler {CFG.dask.scheduler}" if CFG.dask.scheduler else "",
+    threads: CFG.dask.n_workers
+    log:
+        f"{RESULTS}/logs/{{dataset}}/patch.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/patch.tsv"
+    resources:
+        mem_mb=res("patch", "mem_mb", 4000),
+        runtime=res("patch", "runtime", 240),
+    shell:
+        "{PY} -m pipeline patch {input.preprocessed:q} --events {input.events:q} --out {output:q}"
+        " --settings {params.settings:q} --workers {threads} {params.scheduler} > {log} 2>&1"
