@@ -1,7 +1,7 @@
 """EDF / EDF+ / BDF recordings opened lazily and read in sample ranges as float32 µV.
 
 Reader choice, measured on the demo corpus (benchmarks/readers.py): edfio's lazy digital slices,
-calibrated in float32 here, read ≈1.5–4× faster than mne's `get_data` (which returns float64 volts).
+calibrated in float32 here, read 2.5–3.3× faster than mne's `get_data` (which returns float64 volts).
 edfio is strict about header conformance, so a header it refuses is retried with mne, which is more
 lenient; the manifest records which reader opened each file. A file neither can parse is rejected.
 """

@@ -9,7 +9,8 @@ exactly is reported in `missing`, a source that serves no target in `unmapped`.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,7 +62,9 @@ class MontagePlan:
             raise ValueError(f"MontagePlan: unknown methods {bad_methods}; expected {METHODS}")
         for target, a, c in zip(self.targets, self.anode, self.cathode):
             if not (-1 <= a < len(self.sources) and -1 <= c < len(self.sources)) or (c >= 0 > a):
-                raise ValueError(f"MontagePlan: target {target!r} has invalid source rows ({a}, {c}) for {len(self.sources)} sources")
+                raise ValueError(
+                    f"MontagePlan: target {target!r} has invalid source rows ({a}, {c}) for {len(self.sources)} sources"
+                )
         built_missing = tuple(t for t, m in zip(self.targets, self.method) if m == "missing")
         if built_missing != self.missing:
             raise ValueError(f"MontagePlan.missing {self.missing} disagrees with the 'missing' methods {built_missing}")
@@ -101,17 +104,18 @@ class MontagePlan:
     def from_dict(cls, data: dict[str, Any]) -> MontagePlan:
         if data.get("format") != PLAN_FORMAT:
             raise ValueError(f"not a montage plan: format {data.get('format')!r}, expected {PLAN_FORMAT!r}")
-        fields = {k: v for k, v in data.items() if k != "format"}
-        for key in ("positions", "position_template"):
-            fields.setdefault(key, None)
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+        values = {k: v for k, v in data.items() if k != "format"}
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"montage plan has unknown fields {unknown}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def plan_montage(
     channel_names: Sequence[str],
     *,
     targets: Sequence[str] | str | None,
-    positions: str | None = None,
+    positions: str | Path | None = None,
     bad_channels: Collection[str] = (),
     max_distance_mm: float = 20.0,
     vocabulary: Vocabulary | None = None,
@@ -120,7 +124,8 @@ def plan_montage(
 
     targets: None or "all" keeps every source channel with a vocabulary name
         (source order, first of duplicates wins); another string is a channel
-        set from resources/channel_sets.yaml; a list is taken as given.
+        set from resources/channel_sets.yaml; a list is normalized entry by
+        entry ('FP1' -> 'Fp1'). A target outside the vocabulary raises ValueError.
     By name (positions=None): a referential target is the source whose name
         normalizes to it; a bipolar target 'A-B' is a source of that bipolar
         name if present, else derived as source A minus source B. Caveat: raw
@@ -129,12 +134,11 @@ def plan_montage(
     By position (positions = an mne montage name such as 'biosemi128', or a
         BIDS *_electrodes.tsv): source names are only looked up in that layout,
         never read as 10-20 names. Each target site takes the nearest free good
-        electrode, closest pairs first, so no electrode serves two sites;
+        electrode, closest pairs first, so no electrode serves two sites
+        (exact ties go to the earlier target, then the earlier source row);
         distances are scalp arcs after both layouts are fitted to a sphere
-        (see pipeline.montage.positions). Ideal spherical layouts (BioSemi,
-        EasyCap) are compared with mne's ideal spherical 10-05 sites,
-        realistic/digitized ones with the colin27 head; mixing the two shifts
-        sites by ~10 mm. Sites farther than `max_distance_mm` from any free
+        (see pipeline.montage.positions for the frame and the 10-05 site
+        template). Sites farther than `max_distance_mm` from any free
         electrode are missing; the ear/mastoid references have no cap site.
     bad_channels: source names never used and not reported as unmapped (by
         name they also match on the normalized name, e.g. 'FP1' for 'EEG FP1-REF').
@@ -187,6 +191,9 @@ class _Builder:
     def add(self, target: str, method: str, anode: int = -1, cathode: int = -1, distance: float | None = None) -> None:
         vid = -1 if method == "missing" else self.vocab.id_of(target)
         self.rows.append((target, vid, anode, cathode, method, distance))
+
+    def used_rows(self) -> set[int]:
+        return {row for r in self.rows for row in (r[2], r[3]) if row >= 0}
 
     def plan(self, sources: tuple[str, ...], unmapped: list[tuple[str, str]], **extra: str | None) -> MontagePlan:
         cols = list(zip(*self.rows)) if self.rows else [()] * 6
@@ -255,11 +262,11 @@ def _plan_by_position(
     wanted: tuple[str, ...],
     vocab: Vocabulary,
     *,
-    positions: str,
+    positions: str | Path,
     max_distance_mm: float,
 ) -> MontagePlan:
     layout = load_electrode_positions(positions)
-    template = ten_five_template(spherical=layout.spherical)
+    template = ten_five_template()
 
     # Electrodes: good source channels that have a position in the layout.
     unmapped: list[tuple[int, str]] = []  # (source row, reason)
@@ -293,11 +300,12 @@ def _plan_by_position(
         a, c = target.split("-")
         if a in site_source and c in site_source:
             d = max(site_source[a][1], site_source[c][1])  # the worse of the two placements
-            builder.add(target, "bipolar-derived", anode=site_source[a][0], cathode=site_source[c][0], distance=round(d, 3))
+            rows = (site_source[a][0], site_source[c][0])
+            builder.add(target, "bipolar-derived", anode=rows[0], cathode=rows[1], distance=round(d, 3))
         else:
             builder.add(target, "missing")
 
-    used = {i for i, _ in site_source.values()}
+    used = builder.used_rows()  # a site placed for a bipolar target that failed serves nothing
     unmapped += [(i, "unused") for i in electrodes if i not in used]
     listed = [(sources[i], reason) for i, reason in sorted(unmapped)]
     return builder.plan(sources, listed, positions=str(positions), position_template=template.source)

@@ -1,17 +1,27 @@
 """Electrode positions, brought into one comparable frame.
 
-Montages come in different frames and scales: mne's colin27 10-05 template is
-a realistic head in MRI coordinates (radius ~99 mm), BioSemi/EasyCap layouts
-are ideal spheres of radius 95 mm centred 40 mm above the fiducial plane, and
-digitized BIDS files may be in metres or millimetres. To compare them we
+Montages come in different frames and scales: mne's ideal cap layouts
+(BioSemi, EasyCap, ...) are spheres of radius 95 mm centred 40 mm above the
+fiducial plane, realistic templates (fsaverage, GSN-HydroCel) follow a real
+scalp, and digitized BIDS files may be in metres or millimetres. To compare them:
 
 1. rotate/translate into the head frame (x: LPA->RPA, y: towards the nasion,
    z: up) using the nasion/LPA/RPA fiducials when they are known;
 2. fit a sphere by least squares and keep only each electrode's *direction*
-   from the sphere centre (a unit vector), which removes offset, scale and
-   units;
+   from the sphere centre (a unit vector): offset, scale and units drop out;
 3. measure distances between directions as arcs on a sphere of
    `HEAD_RADIUS_MM` (a typical adult head), i.e. millimetres on the scalp.
+
+The 10-05 target sites come from mne's `spherical_1005` (mne >= 1.13, from the
+eeg_positions package), whose 10 % steps are 18 deg of polar angle (the
+Nz-T10-Iz-T9 ring on the equator). Cap makers and BESA/EEGLAB use 23 deg steps
+instead (the Fpz-T7-Oz-T8 ring 92 deg from the vertex), and real heads seen
+from their fitted sphere centre agree with that convention:
+with it, the 10-20 electrodes of biosemi64/easycap-M1/brainproducts-RNP-BA-128
+land on their own sites within 3.3 mm and fsaverage's within 6.6 mm, versus
+up to 36 mm with the raw 18 deg sites and up to 19 mm with the colin27 head
+(whose 10-20 electrodes, unlike fsaverage's, sit ~10 mm off). So the
+template's polar angles are stretched by 23/18 (`CAP_POLAR_STRETCH`).
 """
 
 from __future__ import annotations
@@ -25,9 +35,8 @@ from pathlib import Path
 import numpy as np
 
 HEAD_RADIUS_MM = 95.0
-# Ideal cap layouts lie on a sphere to within rounding; real heads and
-# realistic templates deviate by ~5 % of the radius. 1 % separates them.
-SPHERICAL_RMS_FRACTION = 0.01
+TEN_FIVE_TEMPLATE = "spherical_1005"
+CAP_POLAR_STRETCH = 23.0 / 18.0  # degrees per 10 % step: cap convention / mne spherical_1005
 
 # BIDS coordinate systems whose axes are ALS (x anterior, y left, z up); the
 # rest of the BIDS EEG/MEG/template systems are RAS. 'Other' has no known axes.
@@ -40,10 +49,8 @@ class ElectrodePositions:
     """Electrode directions on a fitted head sphere, in the head frame."""
 
     names: tuple[str, ...]
-    directions: np.ndarray     # (n, 3) unit vectors from the fitted sphere centre
-    source: str                # montage name or file the positions came from
-    spherical: bool            # True for an ideal (computed) spherical layout
-    fit_rms_fraction: float    # RMS distance from the fitted sphere / its radius
+    directions: np.ndarray  # (n, 3) unit vectors from the fitted sphere centre, head frame
+    source: str             # montage name or file the positions came from
 
     def index_of(self, channel: str) -> int | None:
         """Row of `channel` (exact name, else a unique case-insensitive match)."""
@@ -80,15 +87,23 @@ def load_electrode_positions(spec: str | Path) -> ElectrodePositions:
     )
 
 
-def ten_five_template(*, spherical: bool) -> ElectrodePositions:
-    """mne's 10-05 site positions: the ideal-sphere version to compare with ideal
-    cap layouts, the realistic colin27 head to compare with real/realistic ones."""
+@lru_cache(maxsize=1)
+def ten_five_template() -> ElectrodePositions:
+    """10-05 site directions in the ideal-cap convention (see module docstring)."""
     import mne
 
-    builtin = mne.channels.get_builtin_montages()
-    if spherical and "spherical_1005" in builtin:
-        return _montage_positions("spherical_1005")
-    return _montage_positions("colin27_1005" if "colin27_1005" in builtin else "standard_1005")
+    if TEN_FIVE_TEMPLATE not in mne.channels.get_builtin_montages():
+        raise RuntimeError(
+            f"mne {mne.__version__} has no {TEN_FIVE_TEMPLATE!r} montage, needed to place 10-05 sites; "
+            "upgrade to mne >= 1.13 or plan the montage by channel name (positions=None)"
+        )
+    template = _montage_positions(TEN_FIVE_TEMPLATE)
+    d = template.directions
+    polar = np.arccos(np.clip(d[:, 2], -1.0, 1.0)) * CAP_POLAR_STRETCH
+    azimuth = np.arctan2(d[:, 1], d[:, 0])
+    stretched = np.column_stack([np.sin(polar) * np.cos(azimuth), np.sin(polar) * np.sin(azimuth), np.cos(polar)])
+    stretched.flags.writeable = False
+    return ElectrodePositions(template.names, stretched, f"{TEN_FIVE_TEMPLATE} (polar x 23/18)")
 
 
 @lru_cache(maxsize=16)
@@ -158,13 +173,11 @@ def _to_head_frame(xyz: np.ndarray, nasion, lpa, rpa) -> np.ndarray:
 def _on_sphere(names: tuple[str, ...], xyz: np.ndarray, *, source: str) -> ElectrodePositions:
     if len(names) < 4:
         raise ValueError(f"{source}: need at least 4 electrode positions to fit a head sphere, got {len(names)}")
-    center, radius = fit_sphere(xyz)
+    center, _ = fit_sphere(xyz)
     offsets = xyz - center
-    norms = np.linalg.norm(offsets, axis=1)
-    rms = float(np.sqrt(np.mean((norms - radius) ** 2)) / radius)
-    directions = offsets / norms[:, None]
+    directions = offsets / np.linalg.norm(offsets, axis=1)[:, None]
     directions.flags.writeable = False
-    return ElectrodePositions(names, directions, source, rms < SPHERICAL_RMS_FRACTION, rms)
+    return ElectrodePositions(names, directions, source)
 
 
 def fit_sphere(xyz: np.ndarray) -> tuple[np.ndarray, float]:

@@ -140,10 +140,9 @@ class Vocabulary:
 
 def load_vocabulary(path: Path | str | None = None) -> Vocabulary:
     """Read a vocabulary TSV (default: the committed `resources/channel_vocabulary.tsv`)."""
-    path = Path(path) if path is not None else resources_dir() / VOCABULARY_FILE
-    if path == resources_dir() / VOCABULARY_FILE:
-        return _default_vocabulary()
-    return _read_vocabulary(path)
+    if path is None or Path(path).resolve() == resources_dir() / VOCABULARY_FILE:
+        return _default_vocabulary()  # parsed once per process
+    return _read_vocabulary(Path(path))
 
 
 @lru_cache(maxsize=1)
@@ -163,7 +162,9 @@ def _read_vocabulary(path: Path) -> Vocabulary:
         raise ValueError(f"{path}: expected a TSV with columns id, name, kind")
     for expected, row in enumerate(rows):
         if int(row["id"]) != expected:
-            raise ValueError(f"{path}: row for {row['name']!r} has id {row['id']}, expected {expected} (ids must be 0..n-1 in order)")
+            raise ValueError(
+                f"{path}: row for {row['name']!r} has id {row['id']}, expected {expected} (ids must be 0..n-1 in order)"
+            )
     return Vocabulary(names=tuple(r["name"] for r in rows), kinds=tuple(r["kind"] for r in rows))
 
 

@@ -188,7 +188,7 @@ def design_fir(
     n = max([p.size for _, p in parts], default=1)
     delta = np.zeros(n)
     delta[n // 2] = 1.0
-    h = _centered_sum([(g_top, delta)] + [(-wt, p) for wt, p in parts], n)
+    h = _centered_sum([(g_top, delta)] + parts, n)
     for f, w in cascaded:
         h = np.convolve(
             h, _bandstop(f - w / 2.0 - tb / 2.0, f + w / 2.0 + tb / 2.0, tb, sfreq)

@@ -92,11 +92,29 @@ class ResamplePlan:
             else {
                 "design": "scipy.signal.firwin, cutoff 1/max(up, down) of Nyquist",
                 "window": ["kaiser", _KAISER_BETA],
+                "half_len_per_rate": _HALF_LEN_PER_RATE,
+                "polyphase_branches": "each scaled to unit DC gain",
                 "n_taps": int(self.taps.size),
             },
             "edge_pad": None if self.identity else "odd reflection (antireflect)",
             "span_margin_in": self.margin,
         }
+
+
+def _unit_dc_phases(h: np.ndarray, up: int) -> np.ndarray:
+    """Rescale each polyphase branch ``h[r::up]`` to DC gain exactly 1 (after
+    resample_poly's ×up).
+
+    A windowed sinc's branches sum to 1 only approximately (±6.5e-4 for 5/4,
+    ±8e-5 for 25/32), so a DC level, e.g. an electrode offset drifting by
+    1000 µV, would come out as a ripple at multiples of ``fs_out/up`` (8 Hz for
+    256 → 200, 40 Hz for 160 → 200) of up to ~0.6 µV. Normalised branches map
+    any constant to the same constant; the response elsewhere moves by < 1e-3.
+    """
+    h = h.copy()
+    for r in range(up):
+        h[r::up] /= up * h[r::up].sum()
+    return h
 
 
 @functools.lru_cache(maxsize=32)
@@ -113,8 +131,11 @@ def plan_resample(
     taps = None
     if not up == down == 1:
         half = _HALF_LEN_PER_RATE * max(up, down)
-        taps = signal.firwin(
-            2 * half + 1, 1.0 / max(up, down), window=("kaiser", _KAISER_BETA)
+        taps = _unit_dc_phases(
+            signal.firwin(
+                2 * half + 1, 1.0 / max(up, down), window=("kaiser", _KAISER_BETA)
+            ),
+            up,
         ).astype(np.float32)
         taps.setflags(write=False)
     assert math.gcd(up, down) == 1

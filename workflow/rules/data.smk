@@ -81,7 +81,6 @@ rule preprocess:
 rule patch:
     input:
         preprocessed=rules.preprocess.output[0],
-        events=rules.ingest.output.events,
     output:
         directory(f"{RESULTS}/{{dataset}}/shards"),
     params:
@@ -96,5 +95,5 @@ rule patch:
         mem_mb=res("patch", "mem_mb", 4000),
         runtime=res("patch", "runtime", 240),
     shell:
-        "{PY} -m pipeline patch {input.preprocessed:q} --events {input.events:q} --out {output:q}"
+        "{PY} -m pipeline patch {input.preprocessed:q} --out {output:q}"
         " --settings {params.settings:q} --workers {threads} {params.scheduler} > {log} 2>&1"

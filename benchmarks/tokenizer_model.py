@@ -1,0 +1,193 @@
+"""Throughput of the tokenizer models on this machine (CPU, torch default threads).
+
+For each (size, variant) it builds the model in a fresh subprocess (so peak RSS
+is per configuration), feeds batches of 30 s windows × 19 channels (570
+patches of 200 samples per window; sums of sinusoids + noise, µV/100 scale),
+and measures
+
+* train: forward + backward + AdamW step, patches/s
+* encode: eval-mode ``encode`` under ``torch.inference_mode``, patches/s
+
+with ``time.perf_counter``: warm-up steps first (the first training step also
+runs the k-means codebook init), then the median of ``--repeats`` timed steps.
+Results go to ``benchmarks/out/tokenizer_model.json``.
+
+    python benchmarks/tokenizer_model.py                     # demo + paper DD-RVQ
+    python benchmarks/tokenizer_model.py --sizes paper --variants ddrvq labram --batch 8
+    python benchmarks/tokenizer_model.py --profile paper     # torch.profiler table of one train step
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "out" / "tokenizer_model.json"
+CHANNELS, PATCHES = 19, 30  # one 30 s window of a 10-20 montage
+
+
+def _batch(windows: int, config, *, seed: int = 0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(PATCHES * config.patch_size) / 200.0  # 30 s at 200 Hz
+    freqs = torch.rand(windows, CHANNELS, 4, 1, generator=g) * 30 + 1  # 1–31 Hz
+    amps = torch.rand(windows, CHANNELS, 4, 1, generator=g) * 0.5
+    phases = torch.rand(windows, CHANNELS, 4, 1, generator=g) * 2 * math.pi
+    x = (amps * torch.sin(2 * math.pi * freqs * t + phases)).sum(2)
+    x = x + 0.05 * torch.randn(x.shape, generator=g)
+    x = x.reshape(windows, CHANNELS, PATCHES, config.patch_size)
+    ch = torch.arange(CHANNELS).repeat(windows, 1)
+    return x, ch
+
+
+def _median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_one(size: str, variant: str, batch: int, repeats: int, warmup: int) -> dict:
+    import torch
+
+    from pipeline.models import TokenizerConfig, build_tokenizer
+
+    torch.manual_seed(0)
+    config = getattr(TokenizerConfig, size)(variant)
+    model = build_tokenizer(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    x, ch = _batch(batch, config)
+    patches = x.shape[0] * x.shape[1] * x.shape[2]
+
+    def train_step() -> None:
+        out = model(x, ch)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+
+    model.train()
+    t0 = time.perf_counter()
+    train_step()  # includes the k-means init
+    first_step_s = time.perf_counter() - t0
+    for _ in range(warmup - 1):
+        train_step()
+    train_s = _median_time(train_step, repeats)
+
+    model.eval()
+
+    def encode() -> None:
+        with torch.inference_mode():
+            model.encode(x, ch)
+
+    for _ in range(warmup):
+        encode()
+    encode_s = _median_time(encode, repeats)
+
+    return {
+        "size": size,
+        "variant": variant,
+        "windows_per_batch": batch,
+        "patches_per_batch": patches,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "config": config.to_dict(),
+        "first_train_step_s": round(first_step_s, 3),
+        "train_step_s": round(train_s, 4),
+        "train_patches_per_s": round(patches / train_s, 1),
+        "encode_s": round(encode_s, 4),
+        "encode_patches_per_s": round(patches / encode_s, 1),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def profile(size: str, variant: str, batch: int) -> None:
+    import torch
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    from pipeline.models import TokenizerConfig, build_tokenizer
+
+    torch.manual_seed(0)
+    config = getattr(TokenizerConfig, size)(variant)
+    model = build_tokenizer(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x, ch = _batch(batch, config)
+    for _ in range(2):
+        out = model(x, ch)
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        out = model(x, ch)
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
+    model.eval()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof, torch.inference_mode():
+        model.encode(x, ch)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["demo", "paper"], choices=["demo", "paper"])
+    parser.add_argument("--variants", nargs="+", default=["ddrvq"])
+    parser.add_argument("--batch", type=int, default=4, help="30 s × 19-channel windows per batch")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--profile", choices=["demo", "paper"], help="print a torch.profiler table and exit")
+    parser.add_argument("--one", nargs=2, metavar=("SIZE", "VARIANT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.profile:
+        profile(args.profile, args.variants[0], args.batch)
+        return
+    if args.one:
+        print(json.dumps(run_one(args.one[0], args.one[1], args.batch, args.repeats, args.warmup)))
+        return
+
+    results = []
+    for size in args.sizes:
+        for variant in args.variants:
+            cmd = [sys.executable, __file__, "--one", size, variant, "--batch", str(args.batch),
+                   "--repeats", str(args.repeats), "--warmup", str(args.warmup)]  # fmt: skip
+            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                print(proc.stderr, file=sys.stderr)
+                raise SystemExit(f"benchmark {size}/{variant} failed")
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            results.append(result)
+            print(
+                f"{size:5s} {variant:10s} batch={result['windows_per_batch']} "
+                f"train {result['train_patches_per_s']:8.1f} patches/s   "
+                f"encode {result['encode_patches_per_s']:8.1f} patches/s   "
+                f"peak RSS {result['peak_rss_mib']:7.1f} MiB"
+            )
+    import torch
+
+    report = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
+                    "threads": torch.get_num_threads()},  # fmt: skip
+        "targets_paper_ddrvq": {"train_patches_per_s": 600, "encode_patches_per_s": 1370},
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
