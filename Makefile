@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/demo.yaml --printshellcmds all
+	$(VENV)/bin/snakemake all --cores $(CORES) --printshellcmds --configfile config/demo.yaml
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -20,6 +20,7 @@ Results go to ``benchmarks/out/tokenizer_model.json``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import platform
@@ -144,7 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["demo", "paper"], choices=["demo", "paper"])
     parser.add_argument("--variants", nargs="+", default=["ddrvq"])
-    parser.add_argument("--batch", type=int, default=4, help="30 s × 19-channel windows per batch")
+    parser.add_argument("--batch", type=int, nargs="+", default=[4, 8], help="30 s × 19-channel windows per batch")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
@@ -153,29 +154,28 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.profile:
-        profile(args.profile, args.variants[0], args.batch)
+        profile(args.profile, args.variants[0], args.batch[0])
         return
     if args.one:
-        print(json.dumps(run_one(args.one[0], args.one[1], args.batch, args.repeats, args.warmup)))
+        print(json.dumps(run_one(args.one[0], args.one[1], args.batch[0], args.repeats, args.warmup)))
         return
 
     results = []
-    for size in args.sizes:
-        for variant in args.variants:
-            cmd = [sys.executable, __file__, "--one", size, variant, "--batch", str(args.batch),
-                   "--repeats", str(args.repeats), "--warmup", str(args.warmup)]  # fmt: skip
-            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                print(proc.stderr, file=sys.stderr)
-                raise SystemExit(f"benchmark {size}/{variant} failed")
-            result = json.loads(proc.stdout.strip().splitlines()[-1])
-            results.append(result)
-            print(
-                f"{size:5s} {variant:10s} batch={result['windows_per_batch']} "
-                f"train {result['train_patches_per_s']:8.1f} patches/s   "
-                f"encode {result['encode_patches_per_s']:8.1f} patches/s   "
-                f"peak RSS {result['peak_rss_mib']:7.1f} MiB"
-            )
+    for size, variant, batch in itertools.product(args.sizes, args.variants, args.batch):
+        cmd = [sys.executable, __file__, "--one", size, variant, "--batch", str(batch),
+               "--repeats", str(args.repeats), "--warmup", str(args.warmup)]  # fmt: skip
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            print(proc.stderr, file=sys.stderr)
+            raise SystemExit(f"benchmark {size}/{variant} failed")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        results.append(result)
+        print(
+            f"{size:5s} {variant:10s} batch={result['windows_per_batch']} "
+            f"train {result['train_patches_per_s']:8.1f} patches/s   "
+            f"encode {result['encode_patches_per_s']:8.1f} patches/s   "
+            f"peak RSS {result['peak_rss_mib']:7.1f} MiB"
+        )
     import torch
 
     report = {

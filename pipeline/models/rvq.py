@@ -54,10 +54,11 @@ Conventions (shared by both classes)
   replaced by random vectors of the current batch's ``x̂_k`` and get
   ``cluster_size = threshold``.
 * Distributed: if ``torch.distributed`` is initialized, per-batch counts and sums
-  are all-reduced before the EMA update, so N processes reach the same
-  codebook as one process seeing the global batch; k-means centroids and
-  restart samples are computed on rank 0 and broadcast. The usage/perplexity
-  statistics are global in training mode and local in eval mode.
+  are all-reduced before the EMA update, and k-means / restart samples are
+  computed on rank 0 from the rows of all ranks gathered in rank order, then
+  broadcast. N processes thus reach the same codebook as one process that sees
+  the concatenated global batch (given the same RNG state on rank 0). The
+  usage/perplexity statistics are global in training mode, local in eval mode.
 """
 
 from __future__ import annotations
@@ -104,6 +105,26 @@ def _broadcast_(t: Tensor, src: int = 0) -> Tensor:
     if _is_distributed():
         dist.broadcast(t, src=src)
     return t
+
+
+def _is_rank0() -> bool:
+    return not _is_distributed() or dist.get_rank() == 0
+
+
+def _gather_rows(x: Tensor) -> Tensor:
+    """Rows of every rank's x [n_r, D], concatenated in rank order (x itself if not distributed)."""
+    if not _is_distributed():
+        return x
+    world = dist.get_world_size()
+    n = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    counts = [int(s) for s in sizes]
+    padded = x.new_zeros(max(counts), x.shape[1])
+    padded[: x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:count] for part, count in zip(parts, counts)])
 
 
 def sample_rows(x: Tensor, n: int) -> Tensor:
@@ -259,8 +280,16 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _kmeans_init_(self, x: Tensor) -> None:
-        means, bins = kmeans(x, self.codebook_size, iters=self.kmeans_iters, cosine=self.l2_normalize)
-        bins = bins.to(means.dtype)
+        # k-means runs on rank 0 over the global batch (all ranks' rows in rank
+        # order, as one process would see it) and is broadcast.
+        x = _gather_rows(x)
+        if x.shape[0] == 0:
+            return
+        means = torch.zeros_like(self.codebook)
+        bins = torch.zeros_like(self.cluster_size)
+        if _is_rank0():
+            means, counts = kmeans(x, self.codebook_size, iters=self.kmeans_iters, cosine=self.l2_normalize)
+            bins = counts.to(bins.dtype)
         _broadcast_(means)
         _broadcast_(bins)
         self.init_codebook_(means, cluster_size=bins)
@@ -281,13 +310,19 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _restart_dead_codes_(self, x: Tensor) -> None:
-        if self.dead_code_threshold <= 0 or x.shape[0] == 0:
+        if self.dead_code_threshold <= 0:
             return
         dead = self.cluster_size < self.dead_code_threshold  # [K] bool, identical on all ranks
         num_dead = int(dead.sum())
         if num_dead == 0:
             return
-        fresh = _broadcast_(self._prepare(sample_rows(x, num_dead)).contiguous())
+        x = _gather_rows(x)  # samples come from the global batch, drawn on rank 0
+        if x.shape[0] == 0:
+            return
+        fresh = x.new_zeros(num_dead, self.dim)
+        if _is_rank0():
+            fresh = self._prepare(sample_rows(x, num_dead))
+        _broadcast_(fresh)
         self.cluster_size[dead] = self.dead_code_threshold
         self.codebook[dead] = fresh
         self.embed_sum[dead] = fresh * laplace_smooth(self.cluster_size, self.eps)[dead].unsqueeze(1)
@@ -316,7 +351,7 @@ class VectorQuantizer(nn.Module):
     def quantize(self, x: Tensor) -> tuple[VQResult, Tensor]:
         """Flat x [N, D] → (result, counts [K]). Used by the residual stack."""
         xh = self._prepare(x)  # x̂ [N, D]
-        if self.training and not bool(self.initialized) and xh.shape[0] > 0:
+        if self.training and not bool(self.initialized):
             self._kmeans_init_(xh.detach())
         codes = self.assign(xh)  # [N]
         q = self.lookup(codes)  # [N, D], no grad (buffer)

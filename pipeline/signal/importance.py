@@ -21,14 +21,11 @@ __all__ = ["FEATURE_NAMES", "PATCH_SAMPLES", "patch_features"]
 FEATURE_NAMES = ("neural", "clean", "complexity", "irregularity", "mobility")
 PATCH_SAMPLES = 200
 _EPS = np.float32(1e-12)
+_BATCH = 16384  # patches per vectorised pass
 
-# Columns: total power, neural band (4–30 Hz incl.), clean band (2 Hz ≤ f < 45 Hz).
-_n_bins = PATCH_SAMPLES // 2 + 1
-_BANDS = np.zeros((_n_bins, 3), dtype=np.float32)
-_BANDS[:, 0] = 1.0
-_BANDS[4:31, 1] = 1.0
-_BANDS[2:45, 2] = 1.0
-_BANDS.setflags(write=False)
+# Bins are 1 Hz apart: neural = 4..30 Hz inclusive, clean = 2 Hz ≤ f < 45 Hz.
+_NEURAL = slice(4, 31)
+_CLEAN = slice(2, 45)
 
 
 def _centered_power(d: np.ndarray) -> np.ndarray:
@@ -45,15 +42,23 @@ def patch_features(x: np.ndarray) -> np.ndarray:
     lead = x.shape[:-1]
     x = x.reshape(-1, PATCH_SAMPLES)
     out = np.empty((x.shape[0], len(FEATURE_NAMES)), dtype=np.float32)
+    # Vectorised over batches of patches: the temporaries stay cache-sized
+    # (measured ~400k patches/CPU-s vs ~110k-380k for one 100k-patch pass).
+    for lo in range(0, x.shape[0], _BATCH):
+        _features_into(x[lo : lo + _BATCH], out[lo : lo + _BATCH])
+    return out.reshape(*lead, len(FEATURE_NAMES))
 
+
+def _features_into(x: np.ndarray, out: np.ndarray) -> None:
     spec = fft.rfft(x, axis=-1, workers=1)
     power = spec.real**2
     power += spec.imag**2
     del spec
-    sums = power @ _BANDS  # one small GEMM instead of three reductions
-    total = sums[:, 0] + _EPS
-    out[:, 0] = sums[:, 1] / total
-    out[:, 1] = sums[:, 2] / total
+    # plain reductions rather than a GEMM against band masks: as fast, and BLAS
+    # would spread a call this size over threads (CPU time, not speed, counts)
+    total = power.sum(axis=-1) + _EPS
+    out[:, 0] = power[:, _NEURAL].sum(axis=-1) / total
+    out[:, 1] = power[:, _CLEAN].sum(axis=-1) / total
 
     d1 = np.diff(x, axis=-1)
     d2 = np.diff(d1, axis=-1)
@@ -71,4 +76,3 @@ def patch_features(x: np.ndarray) -> np.ndarray:
     mean_a1 = a1.mean(axis=-1)
     mean_a2 = np.abs(np.diff(a1, axis=-1)).mean(axis=-1)
     out[:, 3] = mean_a2 / (mean_a1 + _EPS)
-    return out.reshape(*lead, len(FEATURE_NAMES))

@@ -2,22 +2,23 @@
 
 Order: rational polyphase resampling to ``sfreq_out`` first (so the long FIR
 runs at the low rate), then one combined band-pass + notch FIR by FFT
-overlap-save, with the output scale folded into the filter spectrum.
+overlap-save (:mod:`.blockfilter`), with the output scale folded into the
+filter spectrum. The whole-file path is this same code with a single chunk.
 
-Exactness against whole-file processing comes from three rules:
-* resampling spans start on multiples of ``down`` and carry a margin, so every
-  200 Hz sample is computed from the same inputs whatever the chunking;
-* FIR blocks are laid out on a fixed grid of output samples (``block`` apart,
-  set only by the FIR length) and each block's FFT input is exactly its padded
-  segment, so chunking changes only *when* a block is computed, not its input;
-* only the true file edges are padded (odd reflection, half the FIR length).
-The whole-file path is this same code with a single chunk.
+Exactness against whole-file processing:
+* resampling spans start on the resampler's span unit and read enough input
+  on both sides, so every 200 Hz sample sees the inputs a whole-file call sees
+  (and the same sequence of BLAS/FFT calls, so results come out bit-identical
+  in practice; tests allow float32 rounding);
+* FIR blocks sit on a grid fixed by the output length, each computed from
+  exactly its padded segment;
+* only the true file edges are padded (odd reflection).
 
-Before anything else each channel's first sample is subtracted (and the
-filter's DC response to it added back at the end) so a large DC offset costs
-no float32 precision and no polyphase ripple; non-finite input samples are set
-to that reference level, i.e. to 0 after the subtraction, which avoids a step
-the size of the DC offset (the quality flags report them).
+Each channel's first sample is subtracted first (the filter's DC response to
+it is added back at the end), so a large electrode offset costs no float32
+precision. Non-finite input samples are set to that reference level, i.e. to
+0 after the subtraction, which avoids a step the size of the offset; the
+quality flags report them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .blockfilter import EdgePaddedBlocks
 from .fftfilter import OverlapSaveFir, next_pow2
 from .filters import FirDesign, design_fir
 from .quality import QualityAccumulator
@@ -45,7 +47,9 @@ class PreprocessSpec:
     h_freq: float | None = 75.0
     notch: tuple[float, ...] = (60.0,)  # frequencies; those ≥ Nyquist are dropped
     scale: float = 0.01  # µV → µV/100
-    chunk_seconds: float | None = 300.0  # output seconds per read; None = whole file
+    # output seconds per read, rounded up to the resampler's span unit (≤ ~40 s);
+    # None = whole file in one read
+    chunk_seconds: float | None = 300.0
     l_trans: float | None = None  # None: mne's default rule
     h_trans: float | None = None
     notch_width: float | None = None  # None: f/200 per notch, like mne
@@ -76,7 +80,7 @@ class _Layout:
     """Fixed geometry of one run (depends on the recording's length and rate)."""
 
     n_out: int
-    chunk_out: int  # output samples resampled per read (multiple of up)
+    chunk_out: int  # output samples resampled per read (multiple of span_unit)
     nfft: int
     block: int  # outputs per full FFT block (multiple of samples_per_second)
     half: int  # FIR half-length = edge pad length
@@ -162,7 +166,8 @@ class StreamingPreprocessor:
         if s.chunk_seconds is None:
             chunk_out = max(n_out, 1)
         else:
-            chunk_out = math.ceil(s.chunk_seconds * plan.sfreq_out / plan.up) * plan.up
+            unit = plan.span_unit  # keeps chunked results bit-identical to one chunk
+            chunk_out = math.ceil(s.chunk_seconds * plan.sfreq_out / unit) * unit
         return _Layout(
             n_out=n_out, chunk_out=chunk_out, nfft=nfft, block=block, half=n_taps // 2
         )
@@ -186,19 +191,15 @@ class StreamingPreprocessor:
         plan = self.resample_plan(sfreq_in)
         fir = self._fir(sfreq_in)
         lay = self._layout(n_samples=n_samples, sfreq_in=sfreq_in)
-        sps, half, n_out = self._spec.samples_per_second, lay.half, lay.n_out
+        n_out = lay.n_out
         dc_gain = float(self.fir_design(sfreq_in).taps.sum()) * self._spec.scale
         if abs(dc_gain) < 1e-9:  # band-pass: the offset's response is 0 (up to rounding)
             dc_gain = 0.0
 
-        ref: np.ndarray | None = None  # per-channel offset, from input sample 0
-        buf: np.ndarray | None = None  # padded 200 Hz signal from index `bstart`
-        bstart = 0
-        padded_left = padded_right = False
-        j0 = 0  # next output sample to emit
+        blocks = EdgePaddedBlocks(fir, n_total=n_out, block=lay.block, nfft=lay.nfft)
+        ref: np.ndarray | None = None  # per-channel offset: input sample 0
         for z0 in range(0, n_out, lay.chunk_out):
             z1 = min(z0 + lay.chunk_out, n_out)
-            at_end = z1 == n_out
             k0, k1 = plan.input_span(z0, z1, n_samples)
             raw = np.asarray(read(k0, k1))
             if raw.shape != (n_channels, k1 - k0):
@@ -207,41 +208,14 @@ class StreamingPreprocessor:
                     f"expected {(n_channels, k1 - k0)}"
                 )
             if ref is None:
-                ref = np.where(np.isfinite(raw[:, :1]), raw[:, :1], 0).astype(np.float32)
+                first = raw[:, :1]
+                ref = np.where(np.isfinite(first), first, 0).astype(np.float32)
             x = self._clean(raw, ref, k0=k0, plan=plan, quality=quality)
-            z = plan.apply(x, k0=k0, z0=z0, z1=z1)
-            del raw, x
-            buf = z if buf is None else np.concatenate((buf, z), axis=1)
-
-            if not padded_left:
-                if buf.shape[1] > half:
-                    buf = np.concatenate((_odd_left(buf, half), buf), axis=1)
-                elif at_end:  # shorter than the pad: reflect repeatedly, both sides
-                    width = ((0, 0), (half, half))
-                    if buf.shape[1] == 1:
-                        buf = np.pad(buf, width, mode="edge")
-                    else:
-                        buf = np.pad(buf, width, mode="reflect", reflect_type="odd")
-                    padded_right = True
-                else:
-                    continue
-                bstart, padded_left = -half, True
-            if at_end and not padded_right:
-                buf = np.concatenate((buf, _odd_right(buf, half)), axis=1)
-                padded_right = True
-
-            avail = bstart + buf.shape[1]  # padded-signal index one past the end
-            while j0 < n_out:
-                if j0 + lay.block <= n_out and j0 + lay.block + half <= avail:
-                    n_valid, nfft = lay.block, lay.nfft
-                elif at_end and n_out - j0 < lay.block:
-                    n_valid = n_out - j0
-                    nfft = next_pow2(n_valid + 2 * half)
-                else:
-                    break
-                seg = buf[:, j0 - half - bstart : j0 + n_valid + half - bstart]
-                y = fir.filter_segment(seg, nfft=nfft)
-                out = np.empty((n_channels, n_valid), dtype=np.float32)
+            del raw
+            blocks.push(plan.apply(x, k0=k0, z0=z0, z1=z1), last=z1 == n_out)
+            del x
+            for j0, y in blocks.ready():
+                out = np.empty(y.shape, dtype=np.float32)
                 if dc_gain:
                     np.add(y, ref * np.float32(dc_gain), out=out)
                 else:
@@ -249,11 +223,8 @@ class StreamingPreprocessor:
                 if quality is not None:
                     quality.add_output(j0, out)
                 yield j0, out
-                j0 += n_valid
-            cut = j0 - half - bstart
-            buf, bstart = buf[:, cut:], bstart + cut
-        if j0 != n_out:
-            raise AssertionError(f"emitted {j0} of {n_out} samples")
+        if blocks.emitted != n_out:
+            raise AssertionError(f"emitted {blocks.emitted} of {n_out} samples")
 
     @staticmethod
     def _clean(
@@ -276,12 +247,3 @@ class StreamingPreprocessor:
         x[bad] = 0.0
         return x
 
-
-def _odd_left(z: np.ndarray, n: int) -> np.ndarray:
-    """``2·z[0] − z[n..1]``: the n samples before index 0, odd-reflected."""
-    return 2 * z[:, :1] - z[:, n:0:-1]
-
-
-def _odd_right(z: np.ndarray, n: int) -> np.ndarray:
-    """``2·z[-1] − z[-2..-n-1]``: the n samples after the end, odd-reflected."""
-    return 2 * z[:, -1:] - z[:, -2 : -n - 2 : -1]
