@@ -20,7 +20,7 @@ Every measured run is a fresh child process. `cpu_s` is the child's user+system 
 threads, interpreter start and imports included); `work_cpu_s` is `time.process_time()` around the
 work alone (imports excluded), which is what a worker processing many recordings pays per recording.
 Throughput is recording-hours (and input Msamples = channels × input samples) per CPU-second. Peak RSS
-is the child's own `ru_maxrss`. 1 h runs are repeated 3× (median CPU, max RSS); 24 h runs once.
+is the child's own high-water mark (VmHWM). 1 h runs are repeated 3× (median CPU, max RSS); 24 h runs once.
 Agreement: per channel Pearson r and relative RMS difference of the two 1 h outputs, first and last
 30 s dropped (filter edge handling differs: mne pads 'reflect_limited', ours odd reflection).
 
@@ -50,6 +50,7 @@ SFREQ = 256
 HOUR_S = 3600
 EXTRA_SITES = ("FC1", "FC2", "CP1", "CP2")
 EDGE_S = 30.0
+WARMUP_S = 120
 REPEATS = 3
 TARGET_SPEEDUP = 3.0
 TARGET_REC_H_PER_CPU_S = 0.8
@@ -60,21 +61,34 @@ SETTINGS = {"mains": 60.0}  # PreprocessConfig() defaults otherwise
 # --------------------------------------------------------------------------------------------
 # children (python -c CODE args…); each prints one JSON line: work CPU/wall and its own peak RSS
 
+# Peak RSS is VmHWM of /proc/self/status: the high-water mark of this process image only. ru_maxrss is not
+# used: Linux carries the pre-exec high-water mark over exec, so a child spawned from a big parent would
+# report the parent's peak (and RUSAGE_CHILDREN reports the largest child so far).
 _CHILD_HEAD = """
-import json, resource, sys, time
+import json, sys, time
+def _hwm_mib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
 def _done(t0, w0, **extra):
     print(json.dumps({"work_cpu_s": time.process_time() - t0, "work_wall_s": time.perf_counter() - w0,
-                      "self_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra}))
+                      "self_peak_rss_mib": _hwm_mib(), **extra}))
 """
 
 OURS_PREPROCESS_ONLY = _CHILD_HEAD + """
+import shutil
 from pipeline.config import PreprocessConfig
 from pipeline.stages.preprocess import preprocess_recording
-row = json.loads(open(sys.argv[1]).read())
 cfg = PreprocessConfig(**json.loads(sys.argv[3]))
+def work(row_json, out):
+    res = preprocess_recording(json.loads(open(row_json).read()), out=out, cfg=cfg, strict=True)
+    assert res["status"] == "ok", res
+    return res
+warm = json.loads(sys.argv[4])
+if warm:  # same chain on a short recording first: lazy imports and first-use caches out of the clock
+    work(*warm)
 t0, w0 = time.process_time(), time.perf_counter()
-res = preprocess_recording(row, out=sys.argv[2], cfg=cfg, strict=True)
-assert res["status"] == "ok", res
+res = work(sys.argv[1], sys.argv[2])
 _done(t0, w0, result=res)
 """
 
@@ -84,17 +98,24 @@ from pipeline.config import MontageConfig, PreprocessConfig
 from pipeline.stages.ingest import ingest
 from pipeline.stages.preprocess import preprocess
 from pipeline.stages.standardize import standardize
-edf, work = Path(sys.argv[1]), Path(sys.argv[2])
 targets, cfg = tuple(json.loads(sys.argv[3])), PreprocessConfig(**json.loads(sys.argv[4]))
+def work(edf, work):
+    edf, work = Path(edf), Path(work)
+    t0 = time.process_time()
+    ingest(edf, work, strict=True)
+    t1 = time.process_time()
+    standardize(work / "manifest.parquet", work / "montage.parquet", MontageConfig(channels=targets))
+    t2 = time.process_time()
+    table = preprocess(work / "montage.parquet", work / "preprocessed", cfg, strict=True)
+    t3 = time.process_time()
+    assert table[0]["status"] == "ok", table
+    return {"ingest": t1 - t0, "standardize": t2 - t1, "preprocess": t3 - t2}
+warm = json.loads(sys.argv[5])
+if warm:
+    work(*warm)
 t0, w0 = time.process_time(), time.perf_counter()
-rows = ingest(edf, work, strict=True)
-t1 = time.process_time()
-standardize(work / "manifest.parquet", work / "montage.parquet", MontageConfig(channels=targets))
-t2 = time.process_time()
-table = preprocess(work / "montage.parquet", work / "preprocessed", cfg, strict=True)
-t3 = time.process_time()
-assert table[0]["status"] == "ok", table
-_done(t0, w0, steps_cpu_s={"ingest": t1 - t0, "standardize": t2 - t1, "preprocess": t3 - t2})
+steps = work(sys.argv[1], sys.argv[2])
+_done(t0, w0, steps_cpu_s=steps)
 """
 
 HASH_ONLY = _CHILD_HEAD + """
@@ -107,27 +128,35 @@ _done(t0, w0)
 
 REFERENCE = _CHILD_HEAD + """
 import numpy as np, mne
+def work(edf, npy, steps):
+    t = time.process_time()
+    def step(name):
+        nonlocal t
+        now = time.process_time(); steps[name] = now - t; t = now
+    raw = mne.io.read_raw_edf(edf, preload=True, verbose="error"); step("read_raw_edf_preload")
+    raw.filter(0.1, 75.0, verbose="error"); step("filter")
+    raw.notch_filter([60.0], verbose="error"); step("notch_filter")
+    raw.resample(200.0, verbose="error"); step("resample")
+    x = raw.get_data() * 1e6 / 100; step("get_data_scale")
+    np.save(npy, x); step("np_save")
+    return x, raw.ch_names
+warm = json.loads(sys.argv[3])
+if warm:
+    work(*warm, {})
 steps = {}
 t0, w0 = time.process_time(), time.perf_counter()
-t = t0
-def step(name):
-    global t
-    now = time.process_time(); steps[name] = now - t; t = now
-raw = mne.io.read_raw_edf(sys.argv[1], preload=True, verbose="error"); step("read_raw_edf_preload")
-raw.filter(0.1, 75.0, verbose="error"); step("filter")
-raw.notch_filter([60.0], verbose="error"); step("notch_filter")
-raw.resample(200.0, verbose="error"); step("resample")
-x = raw.get_data() * 1e6 / 100; step("get_data_scale")
-np.save(sys.argv[2], x); step("np_save")
-_done(t0, w0, steps_cpu_s=steps, shape=list(x.shape), dtype=str(x.dtype), ch_names=raw.ch_names)
+x, ch_names = work(sys.argv[1], sys.argv[2], steps)
+_done(t0, w0, steps_cpu_s=steps, shape=list(x.shape), dtype=str(x.dtype), ch_names=ch_names)
 """
 
 PROFILED = """
-import cProfile, json, pstats, sys
+import cProfile, json, sys
 from pipeline.config import PreprocessConfig
 from pipeline.stages.preprocess import preprocess_recording
-row = json.loads(open(sys.argv[1]).read())
 cfg = PreprocessConfig(**json.loads(sys.argv[3]))
+warm = json.loads(sys.argv[5])
+preprocess_recording(json.loads(open(warm[0]).read()), out=warm[1], cfg=cfg, strict=True)
+row = json.loads(open(sys.argv[1]).read())
 prof = cProfile.Profile()
 prof.runcall(preprocess_recording, row, out=sys.argv[2], cfg=cfg, strict=True)
 prof.dump_stats(sys.argv[4])
@@ -144,14 +173,15 @@ def targets() -> list[str]:
     return [*load_channel_set("standard_1020"), *EXTRA_SITES]
 
 
-def build_inputs() -> tuple[Path, Path, dict]:
+def build_inputs() -> tuple[Path, Path, Path, dict]:
     """1 h and 24 h 23-channel 256 Hz EDFs from the real BioSemi recording (cached)."""
     DATA.mkdir(parents=True, exist_ok=True)
     edf1, edf24, meta_path = DATA / "eeg23_256hz_1h.edf", DATA / "eeg23_256hz_24h.edf", DATA / "inputs.json"
-    if meta_path.is_file() and edf1.is_file() and edf24.is_file():
+    warm = DATA / "eeg23_256hz_warmup.edf"
+    if meta_path.is_file() and edf1.is_file() and edf24.is_file() and warm.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("size_1h") == edf1.stat().st_size and meta.get("size_24h") == edf24.stat().st_size:
-            return edf1, edf24, meta
+            return edf1, edf24, warm, meta
     import edfio
 
     from pipeline.montage import plan_montage
@@ -175,7 +205,8 @@ def build_inputs() -> tuple[Path, Path, dict]:
     tmp = edf1.with_suffix(".tmp")
     out.write(tmp)
     tmp.replace(edf1)
-    _tile_edf(edf1, edf24, 24)
+    _records_edf(edf1, edf24, 24 * HOUR_S)
+    _records_edf(edf1, warm, WARMUP_S)
     meta = {
         "source": str(src.relative_to(demo_corpus())) + " (demo corpus: 128 ch BioSemi, 256 Hz, 1119 s, real EEG)",
         "montage": "by electrode position, positions='biosemi128' → "
@@ -184,17 +215,20 @@ def build_inputs() -> tuple[Path, Path, dict]:
         "tiling": f"the 1119 s recording concatenated with itself, cut at {HOUR_S} s (a seam every 1119 s)",
         "format": "plain EDF (no EDF+ annotation signal), 1 s data records, 16-bit, per-channel physical range, uV",
         "24h": "the 1 h file's data-record bytes written 24 times after its header with 'number of data records' ×24",
+        "warmup": f"the first {WARMUP_S} s of the 1 h file (same header trick), processed by each 'warm' child "
+                  "before its measured recording",
         "size_1h": edf1.stat().st_size,
         "size_24h": edf24.stat().st_size,
         "build_wall_s": round(time.perf_counter() - t0, 1),
     }
     meta["checks"] = _check_inputs(edf1, edf24)
     meta_path.write_text(json.dumps(meta, indent=2))
-    return edf1, edf24, meta
+    return edf1, edf24, warm, meta
 
 
-def _tile_edf(src: Path, dst: Path, times: int) -> None:
-    """`src`'s data records `times` times under its header with the record count multiplied (streamed)."""
+def _records_edf(src: Path, dst: Path, n_records: int) -> None:
+    """A plain EDF of `n_records` data records: `src`'s records repeated or cut, under its header with the
+    'number of data records' field (bytes 236:244) rewritten; written record block by record block."""
     from pipeline.io.edf import data_offset
 
     n_head = data_offset(src)
@@ -203,13 +237,18 @@ def _tile_edf(src: Path, dst: Path, times: int) -> None:
         body = fh.read()
     if head[192:197] in (b"EDF+C", b"EDF+D"):
         raise RuntimeError(f"{src} is EDF+: repeating its records would repeat the time-keeping annotations")
-    n_rec = int(head[236:244].decode("ascii").strip())
-    head[236:244] = f"{n_rec * times:<8d}".encode("ascii")
+    n_src = int(head[236:244].decode("ascii").strip())
+    rec_bytes = len(body) // n_src
+    assert rec_bytes * n_src == len(body), "trailing bytes after the data records"
+    head[236:244] = f"{n_records:<8d}".encode("ascii")
     tmp = dst.with_suffix(".tmp")
     with tmp.open("wb") as fh:
         fh.write(head)
-        for _ in range(times):
-            fh.write(body)
+        left = n_records
+        while left:
+            k = min(left, n_src)
+            fh.write(memoryview(body)[:k * rec_bytes])
+            left -= k
     tmp.replace(dst)
 
 
@@ -262,38 +301,44 @@ def montage_row(edf: Path) -> Path:
 # measurement
 
 
-def measure(code: str, args: list[str], *, hours: float, n_ch: int, repeats: int, before=None) -> dict:
+def measure(code: str, args: list[str], *, warm: list[str] | None, hours: float, n_ch: int, repeats: int,
+            before=None) -> dict:
+    """Run a child `repeats` times. cold (warm=None): the counted CPU is the whole child's (interpreter,
+    imports, work); warm: the child first processes the warm-up recording, and the counted CPU is
+    `process_time()` around the measured recording alone (the steady state of a worker)."""
     runs = []
     for _ in range(repeats):
         if before is not None:
             before()
-        r = run_measured(code, *args)
+        r = run_measured(code, *args, json.dumps(warm))
         child = json.loads(r["stdout"].strip().splitlines()[-1])
-        runs.append({"cpu_s": r["cpu_s"], "wall_s": r["wall_s"], **child})
-    cpu = statistics.median(x["cpu_s"] for x in runs)
-    work = statistics.median(x["work_cpu_s"] for x in runs)
+        runs.append({"child_cpu_s": r["cpu_s"], "child_wall_s": r["wall_s"], **child})
+    key, wall_key = ("work_cpu_s", "work_wall_s") if warm else ("child_cpu_s", "child_wall_s")
+    cpu = statistics.median(x[key] for x in runs)
     msamples = n_ch * hours * HOUR_S * SFREQ / 1e6
     out = {
+        "mode": "warm: after a warm-up recording in the same process, measured recording only" if warm
+                else "cold: whole child process (interpreter start + imports + work)",
         "recording_hours": hours,
         "repeats": repeats,
         "cpu_s": cpu,
-        "cpu_s_range": [min(x["cpu_s"] for x in runs), max(x["cpu_s"] for x in runs)],
-        "wall_s": statistics.median(x["wall_s"] for x in runs),
+        "cpu_s_range": [min(x[key] for x in runs), max(x[key] for x in runs)],
+        "wall_s": statistics.median(x[wall_key] for x in runs),
         "peak_rss_mib": max(x["self_peak_rss_mib"] for x in runs),
         "rec_hours_per_cpu_s": hours / cpu,
         "msamples_per_cpu_s": msamples / cpu,
-        "work_cpu_s": work,
-        "work_cpu_s_range": [min(x["work_cpu_s"] for x in runs), max(x["work_cpu_s"] for x in runs)],
-        "work_wall_s": statistics.median(x["work_wall_s"] for x in runs),
-        "work_rec_hours_per_cpu_s": hours / work,
-        "work_msamples_per_cpu_s": msamples / work,
+        "child_cpu_s_median": statistics.median(x["child_cpu_s"] for x in runs),
+        "work_cpu_s_median": statistics.median(x["work_cpu_s"] for x in runs),
     }
+    if not warm:
+        out["startup_cpu_s_median (child − work: interpreter + imports)"] = statistics.median(
+            x["child_cpu_s"] - x["work_cpu_s"] for x in runs)
     if "steps_cpu_s" in runs[0]:
-        out["steps_cpu_s_median"] = {k: statistics.median(x["steps_cpu_s"][k] for x in runs)
-                                     for k in runs[0]["steps_cpu_s"]}
-    for key in ("shape", "dtype", "ch_names", "result"):
-        if key in runs[-1]:
-            out[key] = runs[-1][key]
+        out["work_steps_cpu_s_median"] = {k: statistics.median(x["steps_cpu_s"][k] for x in runs)
+                                          for k in runs[0]["steps_cpu_s"]}
+    for k in ("shape", "dtype", "ch_names"):
+        if k in runs[-1]:
+            out[k] = runs[-1][k]
     return out
 
 
@@ -360,90 +405,99 @@ def profile_breakdown(stats_path: Path, total_cpu: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--profile", action="store_true", help="also profile one 1 h preprocess run (cProfile)")
+    ap.add_argument("--profile", action="store_true", help="also profile one warm 1 h preprocess run (cProfile)")
     ap.add_argument("--skip-24h", action="store_true", help="only the 1 h runs")
     opts = ap.parse_args()
     t_start = time.perf_counter()
 
-    edf1, edf24, meta = build_inputs()
+    edf1, edf24, edf_warm, meta = build_inputs()
     channels = meta["channels"]
     n_ch = len(channels)
     runs_dir = DATA / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
     settings = json.dumps(SETTINGS)
+    ch_json = json.dumps(channels)
     print(f"inputs: {edf1.name} ({edf1.stat().st_size / 2**20:.0f} MiB), {edf24.name} "
-          f"({edf24.stat().st_size / 2**20:.0f} MiB)", file=sys.stderr)
+          f"({edf24.stat().st_size / 2**20:.0f} MiB), warm-up {edf_warm.name}", file=sys.stderr)
 
-    row1 = montage_row(edf1)
+    row1, row_w = montage_row(edf1), montage_row(edf_warm)
     rec1 = json.loads(row1.read_text())["recording"]
-    pre1, stage1 = runs_dir / "ours_1h", runs_dir / "stage_1h"
+    pre1, stage1, ref_npy = runs_dir / "ours_1h", runs_dir / "stage_1h", runs_dir / "reference_1h.npy"
+    pre_w, stage_w, ref_w = runs_dir / "ours_warmup", runs_dir / "stage_warmup", runs_dir / "reference_warmup.npy"
 
     def clean(*paths: Path):
         def f():
             for p in paths:
-                shutil.rmtree(p, ignore_errors=True)
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink(missing_ok=True)
         return f
 
+    common = {"hours": 1, "n_ch": n_ch, "repeats": REPEATS}
     runs: dict[str, dict] = {}
-    print("1 h: ours, preprocess only …", file=sys.stderr)
-    runs["ours_preprocess_1h"] = measure(OURS_PREPROCESS_ONLY, [str(row1), str(pre1), settings], hours=1,
-                                         n_ch=n_ch, repeats=REPEATS, before=clean(pre1))
-    print("1 h: ours, ingest → standardize → preprocess …", file=sys.stderr)
-    runs["ours_stage_path_1h"] = measure(OURS_STAGE_PATH, [str(edf1), str(stage1), json.dumps(channels), settings],
-                                         hours=1, n_ch=n_ch, repeats=REPEATS, before=clean(stage1))
-    runs["ingest_hash_only_1h"] = measure(HASH_ONLY, [str(edf1)], hours=1, n_ch=n_ch, repeats=REPEATS)
-    print("1 h: reference (mne) …", file=sys.stderr)
-    ref_npy = runs_dir / "reference_1h.npy"
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    runs["reference_1h"] = measure(REFERENCE, [str(edf1), str(ref_npy)], hours=1, n_ch=n_ch, repeats=REPEATS,
-                                   before=lambda: ref_npy.unlink(missing_ok=True))
-    ref_channels = runs["reference_1h"].pop("ch_names")
-    assert ref_channels == channels, ref_channels
+    for mode, warm in (("cold", False), ("warm", True)):
+        print(f"1 h, {mode}: ours preprocess only, ours stage path, reference …", file=sys.stderr)
+        runs[f"ours_preprocess_1h_{mode}"] = measure(
+            OURS_PREPROCESS_ONLY, [str(row1), str(pre1), settings], warm=[str(row_w), str(pre_w)] if warm else None,
+            before=clean(pre1, pre_w), **common)
+        runs[f"ours_stage_path_1h_{mode}"] = measure(
+            OURS_STAGE_PATH, [str(edf1), str(stage1), ch_json, settings],
+            warm=[str(edf_warm), str(stage_w)] if warm else None, before=clean(stage1, stage_w), **common)
+        runs[f"reference_1h_{mode}"] = measure(
+            REFERENCE, [str(edf1), str(ref_npy)], warm=[str(edf_warm), str(ref_w)] if warm else None,
+            before=clean(ref_npy, ref_w), **common)
+    runs["ingest_hash_only_1h"] = measure(HASH_ONLY, [str(edf1)], warm=None, **common)
+    for mode in ("cold", "warm"):
+        ref_channels = runs[f"reference_1h_{mode}"].pop("ch_names")
+        assert ref_channels == channels, ref_channels
 
-    agree = agreement(pre1 / f"{rec1}.zarr", ref_npy, channels, float(json.loads(settings).get("sfreq", 200.0)))
+    agree = agreement(pre1 / f"{rec1}.zarr", ref_npy, channels, float(SETTINGS.get("sfreq", 200.0)))
 
     profile = None
     if opts.profile:
-        print("1 h: cProfile of ours …", file=sys.stderr)
-        stats = runs_dir / "ours_1h.pstats"
-        prof_out = runs_dir / "ours_1h_profiled"
-        clean(prof_out)()
-        run_measured(PROFILED, str(row1), str(prof_out), settings, str(stats))
-        profile = profile_breakdown(stats, runs["ours_preprocess_1h"]["work_cpu_s"])
+        print("1 h: cProfile of ours (warm) …", file=sys.stderr)
+        stats, prof_out = runs_dir / "ours_1h.pstats", runs_dir / "ours_1h_profiled"
+        clean(prof_out, pre_w)()
+        run_measured(PROFILED, str(row1), str(prof_out), settings, str(stats), json.dumps([str(row_w), str(pre_w)]))
+        profile = profile_breakdown(stats, runs["ours_preprocess_1h_warm"]["cpu_s"])
         clean(prof_out)()
 
     if not opts.skip_24h:
         row24 = montage_row(edf24)
         pre24, stage24 = runs_dir / "ours_24h", runs_dir / "stage_24h"
-        print("24 h: ours, preprocess only …", file=sys.stderr)
-        runs["ours_preprocess_24h"] = measure(OURS_PREPROCESS_ONLY, [str(row24), str(pre24), settings], hours=24,
-                                              n_ch=n_ch, repeats=1, before=clean(pre24))
+        day = {"hours": 24, "n_ch": n_ch, "repeats": 1, "warm": None}
+        print("24 h, cold: ours preprocess only …", file=sys.stderr)
+        runs["ours_preprocess_24h_cold"] = measure(OURS_PREPROCESS_ONLY, [str(row24), str(pre24), settings],
+                                                   before=clean(pre24), **day)
         clean(pre24)()  # 1.5 GiB of float32
-        print("24 h: ours, ingest → standardize → preprocess …", file=sys.stderr)
-        runs["ours_stage_path_24h"] = measure(OURS_STAGE_PATH, [str(edf24), str(stage24), json.dumps(channels), settings],
-                                              hours=24, n_ch=n_ch, repeats=1, before=clean(stage24))
+        print("24 h, cold: ours stage path …", file=sys.stderr)
+        runs["ours_stage_path_24h_cold"] = measure(OURS_STAGE_PATH, [str(edf24), str(stage24), ch_json, settings],
+                                                   before=clean(stage24), **day)
         clean(stage24)()
-        runs["ingest_hash_only_24h"] = measure(HASH_ONLY, [str(edf24)], hours=24, n_ch=n_ch, repeats=1)
-    for key in ("ours_preprocess_1h", "ours_preprocess_24h"):
-        runs.get(key, {}).pop("result", None)
+        runs["ingest_hash_only_24h"] = measure(HASH_ONLY, [str(edf24)], **day)
 
-    ref, ours, stage = runs["reference_1h"], runs["ours_preprocess_1h"], runs["ours_stage_path_1h"]
-    speedup = {
-        "preprocess_only_1h": ours["rec_hours_per_cpu_s"] / ref["rec_hours_per_cpu_s"],
-        "with_ingest_1h": stage["rec_hours_per_cpu_s"] / ref["rec_hours_per_cpu_s"],
-        "preprocess_only_1h_work_only": ours["work_rec_hours_per_cpu_s"] / ref["work_rec_hours_per_cpu_s"],
-        "with_ingest_1h_work_only": stage["work_rec_hours_per_cpu_s"] / ref["work_rec_hours_per_cpu_s"],
+    def speedup(ours: str, ref: str) -> float:
+        return runs[ours]["rec_hours_per_cpu_s"] / runs[ref]["rec_hours_per_cpu_s"]
+
+    speedups = {
+        "preprocess_only_1h_warm": speedup("ours_preprocess_1h_warm", "reference_1h_warm"),
+        "preprocess_only_1h_cold": speedup("ours_preprocess_1h_cold", "reference_1h_cold"),
+        "with_ingest_1h_warm": speedup("ours_stage_path_1h_warm", "reference_1h_warm"),
+        "with_ingest_1h_cold": speedup("ours_stage_path_1h_cold", "reference_1h_cold"),
     }
-    day = runs.get("ours_preprocess_24h")
+    d24 = runs.get("ours_preprocess_24h_cold")
+    s24 = runs.get("ours_stage_path_24h_cold")
+    rate = {k: runs[k]["rec_hours_per_cpu_s"] for k in runs if k.startswith("ours_")}
     targets_met = {
-        "speedup_ge_3x (preprocess only, whole child CPU)": speedup["preprocess_only_1h"] >= TARGET_SPEEDUP,
-        "speedup_ge_3x (with ingest, whole child CPU)": speedup["with_ingest_1h"] >= TARGET_SPEEDUP,
-        "rec_hours_per_cpu_s_ge_0.8 (preprocess only, 1 h)": ours["rec_hours_per_cpu_s"] >= TARGET_REC_H_PER_CPU_S,
-        "rec_hours_per_cpu_s_ge_0.8 (preprocess only, 24 h)":
-            None if day is None else day["rec_hours_per_cpu_s"] >= TARGET_REC_H_PER_CPU_S,
+        "speedup_ge_3x preprocess only, warm (headline)": speedups["preprocess_only_1h_warm"] >= TARGET_SPEEDUP,
+        "speedup_ge_3x preprocess only, cold": speedups["preprocess_only_1h_cold"] >= TARGET_SPEEDUP,
+        "speedup_ge_3x with ingest, warm": speedups["with_ingest_1h_warm"] >= TARGET_SPEEDUP,
+        "speedup_ge_3x with ingest, cold": speedups["with_ingest_1h_cold"] >= TARGET_SPEEDUP,
+        **{f"rec_hours_per_cpu_s_ge_0.8 {k}": v >= TARGET_REC_H_PER_CPU_S for k, v in rate.items()},
         "pearson_min_gt_0.99": agree["pearson_min"] > TARGET_MIN_CORR,
-        "peak_rss_lt_1GiB_24h (preprocess only)": None if day is None else day["peak_rss_mib"] < TARGET_RSS_MIB_24H,
-        "peak_rss_lt_1GiB_24h (with ingest)": None if day is None
-            else runs["ours_stage_path_24h"]["peak_rss_mib"] < TARGET_RSS_MIB_24H,
+        "peak_rss_lt_1GiB_24h preprocess only": None if d24 is None else d24["peak_rss_mib"] < TARGET_RSS_MIB_24H,
+        "peak_rss_lt_1GiB_24h with ingest": None if s24 is None else s24["peak_rss_mib"] < TARGET_RSS_MIB_24H,
     }
     result = {
         "input": {k: v for k, v in meta.items() if not k.startswith("size_")},
@@ -451,19 +505,23 @@ def main() -> None:
                              "200 Hz, ×0.01, 600 s chunks)",
                      "reference": "mne read_raw_edf(preload=True) → filter(0.1, 75) → notch_filter([60]) → "
                                   "resample(200) → get_data()×1e6/100 (float64) → np.save"},
-        "measurement": "cpu_s = child user+sys CPU (interpreter + imports + work), median of repeats; "
-                       "work_cpu_s = process_time() around the work only; peak_rss_mib = child's own ru_maxrss "
-                       "(max over repeats); msamples = 23 ch × input samples at 256 Hz. 'ingest_hash_only' is "
-                       "pipeline.store.fingerprint.file_hashes alone (part of ingest).",
+        "measurement": "Each run is a fresh child process. cold: cpu_s = the child's user+sys CPU (interpreter "
+                       "start + imports + work). warm: the child first runs the same chain on a "
+                       f"{WARMUP_S} s recording (lazy imports, first-use caches), then cpu_s = process_time() "
+                       "around the measured recording (the steady state of a worker processing many). Median "
+                       "of repeats; cpu_s_range = min/max. peak_rss_mib = the child's own VmHWM (max over "
+                       "repeats; not ru_maxrss, which Linux carries over exec from the parent). msamples = 23 ch × "
+                       "input samples at 256 Hz. 'ingest_hash_only' = "
+                       "pipeline.store.fingerprint.file_hashes alone (part of ingest). Page cache warm.",
         "runs": runs,
         "reference_24h": "not run: mne preload holds float64 copies of the whole recording "
                          "(~600 MiB per recording-hour here → ~14 GiB at 24 h); nothing extrapolated",
-        "speedup_ours_over_reference": speedup,
+        "speedup_ours_over_reference": speedups,
         "agreement_1h": agree,
         "targets": {"speedup": TARGET_SPEEDUP, "rec_hours_per_cpu_s": TARGET_REC_H_PER_CPU_S,
                     "peak_rss_mib_24h": TARGET_RSS_MIB_24H, "pearson_min": TARGET_MIN_CORR},
         "targets_met": targets_met,
-        "profile_ours_1h": profile,
+        "profile_ours_1h_warm": profile,
         "total_wall_s": round(time.perf_counter() - t_start, 1),
     }
     write_result("preprocess", result)
@@ -471,18 +529,18 @@ def main() -> None:
 
 
 def print_summary(r: dict) -> None:
-    runs = r["runs"]
-    print("\n== preprocess benchmark (CPU = whole child; work-only in brackets) ==")
-    for name, x in runs.items():
-        print(f"{name:24s} {x['recording_hours']:>4g} h  cpu {x['cpu_s']:7.2f} s [{x['work_cpu_s']:7.2f}]  "
-              f"{x['rec_hours_per_cpu_s']:6.3f} rec-h/cpu-s [{x['work_rec_hours_per_cpu_s']:6.3f}]  "
-              f"{x['msamples_per_cpu_s']:6.1f} MS/cpu-s  peak {x['peak_rss_mib']:6.0f} MiB")
+    print("\n== preprocess benchmark: CPU s, recording-hours per CPU-second, peak RSS ==")
+    for name, x in r["runs"].items():
+        lo, hi = x["cpu_s_range"]
+        print(f"{name:28s} {x['recording_hours']:>3g} h  cpu {x['cpu_s']:7.2f} s ({lo:.2f}–{hi:.2f})  "
+              f"{x['rec_hours_per_cpu_s']:7.3f} rec-h/cpu-s  {x['msamples_per_cpu_s']:6.1f} MS/cpu-s  "
+              f"peak {x['peak_rss_mib']:5.0f} MiB")
     s, a = r["speedup_ours_over_reference"], r["agreement_1h"]
-    print("speedup: " + ", ".join(f"{k} {v:.2f}×" for k, v in s.items()))
-    print(f"agreement: r min {a['pearson_min']:.5f} ({a['pearson_min_channel']}), median {a['pearson_median']:.5f}; "
-          f"rel RMS diff median {a['rel_rms_diff_median']:.4f}, max {a['rel_rms_diff_max']:.4f}; "
+    print("speedup ours/reference: " + ", ".join(f"{k} {v:.2f}×" for k, v in s.items()))
+    print(f"agreement: r min {a['pearson_min']:.6f} ({a['pearson_min_channel']}), median {a['pearson_median']:.6f}; "
+          f"rel RMS diff median {a['rel_rms_diff_median']:.2e}, max {a['rel_rms_diff_max']:.2e}; "
           f"lengths {a['length_ours']} / {a['length_reference']}")
-    print("targets met: " + ", ".join(f"{k}: {v}" for k, v in r["targets_met"].items()))
+    print("targets met:\n  " + "\n  ".join(f"{k}: {v}" for k, v in r["targets_met"].items()))
 
 
 if __name__ == "__main__":

@@ -180,8 +180,8 @@ def test_preprocess_resume_skips_done_recordings(physionet_run: Path, tmp_path: 
 
 
 @pytest.mark.slow
-def test_two_dask_workers_give_the_same_shards(bids_root: Path, tmp_path: Path):
-    """Parallel (a local dask cluster of 2 processes) and in-process runs agree exactly."""
+def test_dask_cluster_and_scheduler_give_the_same_shards(bids_root: Path, tmp_path: Path):
+    """In-process, a local dask cluster of 2 processes, and a running scheduler agree exactly."""
     tree = tmp_path / "bids"
     shutil.copytree(bids_root, tree)
     ingest(tree, tmp_path)
@@ -191,11 +191,17 @@ def test_two_dask_workers_give_the_same_shards(bids_root: Path, tmp_path: Path):
     for workers in (1, 2):
         preprocess(tmp_path / "montage.parquet", tmp_path / f"pre{workers}", PRE, n_workers=workers)
         patch(tmp_path / f"pre{workers}", tmp_path / f"shards{workers}", settings, n_workers=workers)
+    # an existing dask.distributed scheduler, given by address, as a cluster deployment would
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        patch(tmp_path / "pre1", tmp_path / "shards_sched", settings, scheduler=cluster.scheduler_address)
     a = pl.read_parquet(tmp_path / "shards1" / "index.parquet")
-    b = pl.read_parquet(tmp_path / "shards2" / "index.parquet")
-    assert a.equals(b) and len(a) > 60
-    for shard in a["shard"].unique().to_list():
-        np.testing.assert_array_equal(open_shard(tmp_path / "shards1" / shard).x[...],
-                                      open_shard(tmp_path / "shards2" / shard).x[...])
+    assert len(a) > 60
+    for other in ("shards2", "shards_sched"):
+        assert a.equals(pl.read_parquet(tmp_path / other / "index.parquet"))
+        for shard in a["shard"].unique().to_list():
+            np.testing.assert_array_equal(open_shard(tmp_path / "shards1" / shard).x[...],
+                                          open_shard(tmp_path / other / shard).x[...])
     meta = json.loads((tmp_path / "shards1" / a["shard"][0].split("/")[0] / "fingerprint.json").read_text())
     assert meta["fingerprint"]
