@@ -9,7 +9,10 @@ and measures
 * encode: eval-mode ``encode`` under ``torch.inference_mode``, patches/s
 
 with ``time.perf_counter``: warm-up steps first (the first training step also
-runs the k-means codebook init), then the median of ``--repeats`` timed steps.
+runs the k-means codebook init), then the median (and min) of ``--repeats``
+timed steps. The machine may be shared: every measurement also records how
+many cores other processes kept busy meanwhile (from /proc/stat); numbers
+taken with ``other_cores_busy`` well above 0 are contaminated.
 Results go to ``benchmarks/out/tokenizer_model.json``.
 
     python benchmarks/tokenizer_model.py                     # demo + paper DD-RVQ
@@ -51,13 +54,46 @@ def _batch(windows: int, config, *, seed: int = 0):
     return x, ch
 
 
-def _median_time(fn, repeats: int) -> float:
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy ticks of the whole machine, ticks of this process incl. its threads)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    busy = sum(fields) - fields[3] - fields[4]  # minus idle and iowait
+    own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    return busy, int(own[11]) + int(own[12])  # utime + stime
+
+
+def wait_for_quiet(max_wait_s: float, *, idle_cores: float = 0.15, window_s: float = 2.0) -> float:
+    """Wait (up to ``max_wait_s``) until the whole machine is nearly idle for
+    ``window_s``; return the busy cores seen in the last window."""
+    import os
+
+    hz = os.sysconf("SC_CLK_TCK")
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        busy0, _ = _cpu_ticks()
+        time.sleep(window_s)
+        busy1, _ = _cpu_ticks()
+        busy = (busy1 - busy0) / hz / window_s
+        if busy <= idle_cores or time.monotonic() >= deadline:
+            return round(busy, 2)
+
+
+def _timed(fn, repeats: int) -> dict:
+    """Median and min of ``repeats`` calls, and how many cores *other* processes
+    kept busy meanwhile (this machine is shared; > 0.1 means the numbers are
+    contaminated by contention)."""
+    import os
+
     times = []
+    busy0, own0 = _cpu_ticks()
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    busy1, own1 = _cpu_ticks()
+    hz = os.sysconf("SC_CLK_TCK")
+    other_cores = max(0.0, ((busy1 - busy0) - (own1 - own0)) / hz / max(sum(times), 1e-9))
+    return {"median_s": statistics.median(times), "min_s": min(times), "other_cores_busy": round(other_cores, 2)}
 
 
 def run_one(size: str, variant: str, batch: int, repeats: int, warmup: int) -> dict:
@@ -84,7 +120,7 @@ def run_one(size: str, variant: str, batch: int, repeats: int, warmup: int) -> d
     first_step_s = time.perf_counter() - t0
     for _ in range(warmup - 1):
         train_step()
-    train_s = _median_time(train_step, repeats)
+    train = _timed(train_step, repeats)
 
     model.eval()
 
@@ -94,7 +130,7 @@ def run_one(size: str, variant: str, batch: int, repeats: int, warmup: int) -> d
 
     for _ in range(warmup):
         encode()
-    encode_s = _median_time(encode, repeats)
+    enc = _timed(encode, repeats)
 
     return {
         "size": size,
@@ -104,10 +140,14 @@ def run_one(size: str, variant: str, batch: int, repeats: int, warmup: int) -> d
         "parameters": sum(p.numel() for p in model.parameters()),
         "config": config.to_dict(),
         "first_train_step_s": round(first_step_s, 3),
-        "train_step_s": round(train_s, 4),
-        "train_patches_per_s": round(patches / train_s, 1),
-        "encode_s": round(encode_s, 4),
-        "encode_patches_per_s": round(patches / encode_s, 1),
+        "train_step_s": round(train["median_s"], 4),
+        "train_patches_per_s": round(patches / train["median_s"], 1),
+        "train_patches_per_s_best": round(patches / train["min_s"], 1),
+        "train_other_cores_busy": train["other_cores_busy"],
+        "encode_s": round(enc["median_s"], 4),
+        "encode_patches_per_s": round(patches / enc["median_s"], 1),
+        "encode_patches_per_s_best": round(patches / enc["min_s"], 1),
+        "encode_other_cores_busy": enc["other_cores_busy"],
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "torch_threads": torch.get_num_threads(),
     }
@@ -149,6 +189,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--quiet-wait", type=float, default=120.0,
+                        help="seconds to wait for the (shared) machine to go idle before each configuration")  # fmt: skip
     parser.add_argument("--profile", choices=["demo", "paper"], help="print a torch.profiler table and exit")
     parser.add_argument("--one", nargs=2, metavar=("SIZE", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -162,6 +204,8 @@ def main() -> None:
 
     results = []
     for size, variant, batch in itertools.product(args.sizes, args.variants, args.batch):
+        if args.quiet_wait > 0:
+            wait_for_quiet(args.quiet_wait)
         cmd = [sys.executable, __file__, "--one", size, variant, "--batch", str(batch),
                "--repeats", str(args.repeats), "--warmup", str(args.warmup)]  # fmt: skip
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -174,7 +218,8 @@ def main() -> None:
             f"{size:5s} {variant:10s} batch={result['windows_per_batch']} "
             f"train {result['train_patches_per_s']:8.1f} patches/s   "
             f"encode {result['encode_patches_per_s']:8.1f} patches/s   "
-            f"peak RSS {result['peak_rss_mib']:7.1f} MiB"
+            f"peak RSS {result['peak_rss_mib']:7.1f} MiB   "
+            f"(other processes busy: {result['train_other_cores_busy']:.2f} / {result['encode_other_cores_busy']:.2f} cores)"
         )
     import torch
 

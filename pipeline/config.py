@@ -271,3 +271,37 @@ def stage_settings(ds: DatasetConfig, stage: str) -> Any:
 
 def stage_settings_json(ds: DatasetConfig, stage: str) -> str:
     return json.dumps(to_dict(stage_settings(ds, stage)), sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch stages
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 8  # global windows per optimizer step, whatever the number of processes
+    max_steps: int = 200
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.05
+    warmup_steps: int = 20
+    grad_clip: float = 3.0
+    seed: int = 0
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    checkpoint_every: int = 50
+    eval_every: int = 50
+    log_every: int = 5
+    buffer_chunks: int = 8  # shuffle buffer, in chunks
+    num_workers: int = 0  # DataLoader workers per process
+    deterministic: bool = False  # torch.use_deterministic_algorithms: bit-reproducible resumes
+
+
+@dataclass(frozen=True)
+class TokenizerSection:
+    name: str = "ddrvq-demo"  # output folder: <results>/tokenizer/<name>
+    size: Literal["demo", "paper"] = "demo"
+    variant: Literal["ddrvq", "ddrvq_time", "ddrvq_freq", "labram", "neurorvq"] = "ddrvq"
+    model: Mapping[str, Any] = field(default_factory=dict)  # overrides of pipeline.models.config.TokenizerConfig
+    train: TrainConfig = field(default_factory=TrainConfig)
+    heldout_split: str = "test"  # windows of these subjects are never trained on; evaluation uses them
+    eval_windows: int = 32

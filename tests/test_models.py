@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import pytest
 import torch
@@ -244,6 +243,19 @@ def test_padding_channels_do_not_change_codes() -> None:
     assert torch.equal(out.codes[:, keep], codes)
 
 
+def test_fully_padded_window_is_harmless() -> None:
+    torch.manual_seed(0)
+    model = build_tokenizer(tiny_config("ddrvq"))
+    x = eeg_like(2, 3, 4)
+    ch = torch.tensor([[-1, -1, -1], [0, 1, 2]])
+    out = model(x, ch)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    assert (out.codes[0] == -1).all() and (out.codes[1] >= 0).all()
+    model.eval()
+    assert torch.equal(model.encode(x, ch)[1:], model.encode(x[1:], ch[1:]))
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_variant_forward_backward_and_code_shape(variant: str) -> None:
     torch.manual_seed(0)
@@ -280,13 +292,13 @@ def test_demo_ddrvq_training_lowers_reconstruction_loss() -> None:
     model = build_tokenizer(cfg)
     x = eeg_like(2, 4, 4, seed=3)
     ch = torch.tensor([[0, 1, 2, 3], [4, 5, 6, -1]])
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
 
     def recon(out) -> float:
         return sum(out.losses[k].item() for k in ("time", "amplitude", "phase"))
 
     history = []
-    for _ in range(40):
+    for _ in range(25):
         out = model(x, ch)
         opt.zero_grad()
         out.loss.backward()
@@ -344,7 +356,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, x: torch.Tensor, out_file
         dist.destroy_process_group()
 
 
-def test_distributed_ema_matches_single_process(tmp_path) -> None:
+def test_distributed_ema_matches_single_process(tmp_path, monkeypatch) -> None:
     import torch.multiprocessing as mp
 
     x = clustered(600, 12, 8, spread=0.2)
@@ -354,7 +366,7 @@ def test_distributed_ema_matches_single_process(tmp_path) -> None:
     for _ in range(3):
         single(x)
     out_file = str(tmp_path / "state.pt")
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), x, out_file), nprocs=2, join=True)
     state = torch.load(out_file)
     for key, value in single.state_dict().items():

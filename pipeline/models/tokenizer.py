@@ -101,7 +101,8 @@ class _Tokens:
 def _masked_mse(pred: Tensor, target: Tensor, tokens: _Tokens) -> Tensor:
     # pred/target [B, C, P, F] → mean over valid tokens and features
     f = pred.shape[-1]
-    return F.mse_loss(tokens.gather(pred.reshape(-1, f)), tokens.gather(target.reshape(-1, f)))
+    pred, target = tokens.gather(pred.reshape(-1, f)), tokens.gather(target.reshape(-1, f))
+    return F.mse_loss(pred, target) if pred.numel() else pred.sum()  # no valid token: 0, not NaN
 
 
 def _mlp_head(dim_in: int, hidden: int, dim_out: int, act: type[nn.Module] = nn.Tanh) -> nn.Sequential:
@@ -413,7 +414,8 @@ class NeuroRVQTokenizer(_TokenizerBase):
         targets = {"amplitude": log_amp, "sin": phase.sin(), "cos": phase.cos()}
         targets["signal"], _ = window_zscore(x, tokens.valid)
 
-        amp = torch.expm1(window_unzscore(predictions["amplitude"], amp_stats))
+        # clamp the log-amplitude so an early, wild prediction cannot overflow expm1
+        amp = torch.expm1(window_unzscore(predictions["amplitude"], amp_stats).clamp(max=30.0))
         waveform = from_fourier(amp, predictions["cos"], predictions["sin"], x.shape[-1])  # [B, C, P, T]
         waveform = waveform * tokens.valid[:, :, None, None]
         signal, _ = window_zscore(waveform, tokens.valid)

@@ -1,0 +1,135 @@
+"""Batches of windows from patch shards, in a deterministic, resumable, chunk-friendly order.
+
+Reading contract (measured, ../shared/STYLE.md): random single-window reads from Zarr are 20–50×
+slower than chunk reads, so an epoch's order is built from chunks: the chunk order is shuffled,
+then windows are shuffled inside groups of `buffer_chunks` consecutive chunks (a shuffle buffer),
+then cut into batches. The order is a pure function of (index, seed, epoch), so
+
+- a run resumed at global batch b of epoch e sees exactly the batches it would have seen;
+- with N processes, process r takes rows r::N of every global batch — the same global batch as
+  one process, which is what makes 1-process and N-process training comparable.
+
+Stores are opened lazily inside each DataLoader worker (never in __init__), and each worker keeps
+a small cache of decoded chunks, since consecutive batches come from the same few chunks.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import polars as pl
+import torch
+from torch.utils.data import Dataset
+
+from pipeline.store.zarr_store import open_shard
+
+
+@dataclass(frozen=True)
+class WindowIndex:
+    """All windows of some shard folders: one row per window, with its chunk."""
+
+    table: pl.DataFrame  # shard_path, row, chunk (global chunk id), recording, subject, split, start_s, label
+
+    @classmethod
+    def from_shard_dirs(cls, dirs: Sequence[str | Path], *, splits: Sequence[str] | None = None,
+                        chunk_windows: int | None = None) -> "WindowIndex":
+        frames = []
+        for d in dirs:
+            d = Path(d)
+            index = pl.read_parquet(d / "index.parquet").with_columns(
+                shard_path=pl.lit(str(d) + "/") + pl.col("shard"), dataset=pl.lit(d.parent.name))
+            frames.append(index)
+        table = pl.concat(frames, how="vertical") if frames else pl.DataFrame()
+        if splits is not None:
+            table = table.filter(pl.col("split").is_in(list(splits)))
+        if table.is_empty():
+            raise ValueError(f"no windows in {list(map(str, dirs))} for splits {splits}")
+        if chunk_windows is None:
+            chunk_windows = open_shard(table["shard_path"][0]).x.chunks[0]
+        table = table.sort(["shard_path", "row"]).with_columns(
+            chunk=pl.struct("shard_path", (pl.col("row") // chunk_windows).alias("c")).rank("dense") - 1)
+        return cls(table)
+
+    def __len__(self) -> int:
+        return self.table.height
+
+
+def epoch_batches(index: WindowIndex, *, batch_size: int, seed: int, epoch: int, buffer_chunks: int = 8,
+                  drop_last: bool = True) -> list[np.ndarray]:
+    """The epoch's global batches as arrays of row positions in `index.table`."""
+    rng = np.random.default_rng([seed, epoch])
+    chunk = index.table["chunk"].to_numpy()
+    n_chunks = int(chunk.max()) + 1
+    order = rng.permutation(n_chunks)
+    by_chunk = np.split(np.argsort(chunk, kind="stable"), np.cumsum(np.bincount(chunk, minlength=n_chunks))[:-1])
+    rows = []
+    for g in range(0, n_chunks, buffer_chunks):
+        group = np.concatenate([by_chunk[c] for c in order[g:g + buffer_chunks]])
+        rows.append(rng.permutation(group))
+    flat = np.concatenate(rows)
+    n = (len(flat) // batch_size) * batch_size if drop_last else len(flat)
+    return [flat[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+class WindowBatches(Dataset):
+    """Map-style dataset whose item i is global batch i of one epoch (use DataLoader(batch_size=None)).
+
+    Returns a dict of tensors: x float32 [B, C, P, L], ch long [B, C], importance float32 [B, C, P, F],
+    window long [B] (row position in the index, for bookkeeping). With `rank`/`world_size`, only
+    this process's rows of the global batch are returned.
+    """
+
+    def __init__(self, index: WindowIndex, batches: list[np.ndarray], *, rank: int = 0, world_size: int = 1,
+                 cache_chunks: int = 16, fields: Sequence[str] = ("x", "ch", "importance")):
+        self.index = index
+        self.batches = batches
+        self.rank, self.world_size = rank, world_size
+        self.fields = tuple(fields)
+        self._shard_path = index.table["shard_path"].to_list()
+        self._row = index.table["row"].to_numpy()
+        self._chunk = index.table["chunk"].to_numpy()
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_chunks = cache_chunks
+        self._shards: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def _chunk_data(self, pos: int) -> tuple[int, dict[str, np.ndarray]]:
+        """(first row of the chunk, decoded arrays of the whole chunk) holding index row `pos`."""
+        key = int(self._chunk[pos])
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        path = self._shard_path[pos]
+        shard = self._shards.get(path)
+        if shard is None:
+            shard = self._shards[path] = open_shard(path)
+        cw = shard.x.chunks[0]
+        lo = int(self._row[pos]) // cw * cw
+        hi = min(lo + cw, len(shard))
+        data = {name: np.asarray(getattr(shard, name)[lo:hi]) for name in self.fields}
+        self._cache[key] = (lo, data)
+        if len(self._cache) > self._cache_chunks:
+            self._cache.popitem(last=False)
+        return lo, data
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rows = self.batches[i][self.rank::self.world_size]
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in self.fields}
+        for pos in rows:
+            lo, data = self._chunk_data(int(pos))
+            for name in self.fields:
+                parts[name].append(data[name][int(self._row[pos]) - lo])
+        out = {name: torch.from_numpy(np.stack(v)) for name, v in parts.items()}
+        if "x" in out:
+            out["x"] = out["x"].float()
+        if "ch" in out:
+            out["ch"] = out["ch"].long()
+        out["window"] = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+        return out

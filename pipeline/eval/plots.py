@@ -1,0 +1,74 @@
+"""PNG plots a person would look at: training curves, codebook usage, reconstructions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_losses(records: list[dict], path: Path, *, key: str = "losses", title: str = "training loss") -> None:
+    train = [r for r in records if r.get("kind") == "train"]
+    if not train:
+        return
+    steps = [r["step"] for r in train]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for term in train[0][key]:
+        ax.plot(steps, [r[key][term] for r in train], label=term, lw=1.5 if term == "loss" else 1)
+    ax.set(xlabel="step", ylabel="loss", title=title, yscale="log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_codebook_usage(records: list[dict], path: Path, domains: list[str]) -> None:
+    train = [r for r in records if r.get("kind") == "train" and "usage" in r]
+    if not train:
+        return
+    steps = [r["step"] for r in train]
+    usage = np.array([r["usage"] for r in train])  # [steps, domains, levels]
+    ppl = np.array([r["perplexity"] for r in train])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for d, dom in enumerate(domains):
+        for lvl in range(usage.shape[2]):
+            style = dict(label=f"{dom} L{lvl}", ls=["-", "--", ":", "-."][d % 4])
+            axes[0].plot(steps, usage[:, d, lvl], **style)
+            axes[1].plot(steps, ppl[:, d, lvl], **style)
+    axes[0].set(xlabel="step", ylabel="fraction of codes used per batch", title="codebook usage")
+    axes[1].set(xlabel="step", ylabel="perplexity", title="code perplexity per level", yscale="log")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_reconstructions(x: np.ndarray, waveform: np.ndarray, labels: list[str], path: Path, *,
+                         sfreq: float = 200.0, title: str = "held-out patches") -> None:
+    """x, waveform [n, T]: original vs reconstruction, in time and as amplitude spectra."""
+    n = len(x)
+    fig, axes = plt.subplots(n, 2, figsize=(11, 1.9 * n), squeeze=False)
+    t = np.arange(x.shape[-1]) / sfreq
+    freqs = np.fft.rfftfreq(x.shape[-1], 1 / sfreq)
+    for i in range(n):
+        axes[i, 0].plot(t, x[i], color="k", lw=1, label="original")
+        axes[i, 0].plot(t, waveform[i], color="tab:red", lw=1, label="reconstruction")
+        axes[i, 0].set_ylabel(labels[i], fontsize=7)
+        axes[i, 1].semilogy(freqs, np.abs(np.fft.rfft(x[i])) + 1e-6, color="k", lw=1)
+        axes[i, 1].semilogy(freqs, np.abs(np.fft.rfft(waveform[i])) + 1e-6, color="tab:red", lw=1)
+    axes[0, 0].legend(fontsize=7, loc="upper right")
+    axes[0, 0].set_title("waveform (µV/100)")
+    axes[0, 1].set_title("amplitude spectrum")
+    axes[-1, 0].set_xlabel("s")
+    axes[-1, 1].set_xlabel("Hz")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
