@@ -154,3 +154,30 @@ def test_open_recording_names_the_file(tmp_path: Path):
     p.write_bytes(b"x" * 300)
     with pytest.raises(RecordingError, match="nothing.edf: corrupt header"):
         open_recording(p)
+
+
+def test_bdf_24_bit_reads_like_mne(tmp_path: Path):
+    """BDF samples are 24-bit: negative values and the full range decode as mne decodes them."""
+    import edfio
+
+    rng = np.random.default_rng(3)
+    data = rng.standard_normal((3, 256 * 12)) * 2000.0  # ±thousands of µV: uses the top byte
+    data[0, :50] = -262000.0  # near the physical minimum
+    signals = [edfio.BdfSignal(row, sampling_frequency=256, label=name, physical_dimension="uV",
+                               physical_range=(-262144, 262143))
+               for row, name in zip(data, ["Fp1", "Cz", "O1"])]
+    path = tmp_path / "rec.bdf"
+    edfio.Bdf(signals).write(path)
+    ours, ref = EdfioRecording(path), MneRecording(path)
+    assert ours.info.format == "bdf"
+    np.testing.assert_allclose(ours.read(100, 3000), ref.read(100, 3000), atol=0.05)
+    np.testing.assert_allclose(ours.read(0, 50, picks=np.array([0]))[0], -262000.0, atol=0.05)
+
+
+def test_reads_across_record_boundaries_agree_with_one_read(physionet_edf: Path):
+    rec = EdfioRecording(physionet_edf)
+    whole = rec.read(0, rec.info.n_samples)
+    pieces = np.concatenate([rec.read(a, min(a + 333, rec.info.n_samples)) for a in range(0, rec.info.n_samples, 333)], axis=1)
+    np.testing.assert_array_equal(whole, pieces)
+    with pytest.raises(ValueError, match="outside"):
+        rec.read(0, rec.info.n_samples + 1)

@@ -1,19 +1,24 @@
 """EDF / EDF+ / BDF recordings opened lazily and read in sample ranges as float32 µV.
 
-Reader choice, measured on the demo corpus (benchmarks/readers.py): edfio's lazy digital slices,
-calibrated in float32 here, read 2.5–3.3× faster than mne's `get_data` (which returns float64 volts).
-edfio is strict about header conformance, so a header it refuses is retried with mne, which is more
-lenient; the manifest records which reader opened each file. A file neither can parse is rejected.
+Reader choice, measured on the demo corpus (benchmarks/readers.py): edfio parses and validates the
+header; samples are read as whole data records with plain file reads (pipeline.io.edf_records,
+memory O(chunk), unlike edfio's memory map) and calibrated in float32 here — several times faster
+than mne's `get_data`, which returns float64 volts. edfio is strict about header conformance, so a
+header it refuses is retried with mne, which is more lenient; the manifest records which reader
+opened each file. A file neither can parse is rejected.
 """
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from pipeline.io.edf_records import RecordLayout
 
 # Physical-dimension strings seen in EEG headers → factor to µV. Empty/unknown: taken as µV
 # (common in the wild for EEG channels) and reported as such in the manifest's reason column.
@@ -77,15 +82,27 @@ class EdfioRecording:
         import edfio
 
         fmt = _edf_format(path)
+        notes = []
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            reader = edfio.read_bdf if fmt.startswith("bdf") else edfio.read_edf
-            edf = reader(path, lazy_load_data=True)
+            if fmt.startswith("bdf"):
+                # edfio reads BDF data eagerly; give it the header alone and read records ourselves.
+                edf = edfio.read_bdf(io.BytesIO(_header_bytes(path)))
+            else:
+                edf = edfio.read_edf(path, lazy_load_data=True)
         for w in caught:
             msg = str(w.message)
-            # edfio quietly shortens a file whose records stop early; a truncated file is corrupt.
-            if "Incomplete data record" in msg or "but file contains" in msg:
+            # edfio quietly shortens an EDF whose records stop early; a truncated file is corrupt.
+            if not fmt.startswith("bdf") and ("Incomplete data record" in msg or "but file contains" in msg):
                 raise RecordingError(f"{path}: truncated file ({msg})")
+        n_records = _header_int(path, 236, 244)
+        layout = RecordLayout.from_header(path, n_records)
+        expected = layout.header_bytes + n_records * layout.record_bytes
+        if n_records < 0 or path.stat().st_size < expected:
+            raise RecordingError(f"{path}: truncated file (header promises {n_records} data records = {expected} "
+                                 f"bytes, file has {path.stat().st_size})")
+        if fmt.startswith("bdf") and len(layout.signal_positions) < len(layout.labels):
+            notes.append("BDF+ annotation signal present but not read")
         signals = list(edf.signals)
         if not signals:
             raise RecordingError(f"{path}: no signal channels (only annotations)")
@@ -95,9 +112,9 @@ class EdfioRecording:
         for r in rates:
             counts[r] = counts.get(r, 0) + 1
         sfreq = max(counts, key=lambda r: (counts[r], r))
-        keep = [s for s in signals if float(s.sampling_frequency) == sfreq]
-        dropped = tuple(f"{s.label} ({float(s.sampling_frequency):g} Hz)" for s in signals if s not in keep)
-        notes = []
+        keep_idx = [i for i, r in enumerate(rates) if r == sfreq]
+        keep = [signals[i] for i in keep_idx]
+        dropped = tuple(f"{s.label} ({r:g} Hz)" for s, r in zip(signals, rates) if r != sfreq)
         gains, offsets = [], []
         for s in keep:
             factor = _unit_factor(s.physical_dimension)
@@ -110,11 +127,15 @@ class EdfioRecording:
             gain = (s.physical_max - s.physical_min) / drange
             gains.append(gain * factor)
             offsets.append((s.physical_min - s.digital_min * gain) * factor)
-        n_samples = int(round(edf.num_data_records * keep[0].samples_per_data_record))
+        n_samples = int(round(n_records * keep[0].samples_per_data_record))
+        file_pos = layout.signal_positions
+        if len(file_pos) != len(signals):
+            raise RecordingError(f"{path}: header lists {len(file_pos)} signals, edfio parsed {len(signals)}")
+        self._layout = layout
+        self._positions = [file_pos[i] for i in keep_idx]
         annotations = tuple(
             (float(a.onset), float(a.duration or 0.0), a.text) for a in edf.annotations if a.text.strip()
         )
-        self._signals = keep
         self._gain = np.asarray(gains, dtype=np.float32)[:, None]
         self._offset = np.asarray(offsets, dtype=np.float32)[:, None]
         self.info = RecordingInfo(
@@ -130,15 +151,13 @@ class EdfioRecording:
         )
 
     def read(self, start: int, stop: int, picks: np.ndarray | None = None) -> np.ndarray:
-        idx = range(len(self._signals)) if picks is None else [int(i) for i in picks]
-        sf = self.info.sfreq
-        out = np.empty((len(idx), stop - start), dtype=np.float32)
-        for row, i in enumerate(idx):
-            out[row] = self._signals[i].get_digital_slice(start / sf, stop / sf)
-        gain = self._gain[list(idx)]
-        offset = self._offset[list(idx)]
-        out *= gain
-        out += offset
+        idx = list(range(len(self._positions))) if picks is None else [int(i) for i in picks]
+        if start < 0 or stop > self.info.n_samples or start > stop:
+            raise ValueError(f"{self.info.path}: samples [{start}, {stop}) outside [0, {self.info.n_samples})")
+        digital = self._layout.read_digital([self._positions[i] for i in idx], start, stop)
+        out = digital.astype(np.float32)
+        out *= self._gain[idx]
+        out += self._offset[idx]
         return out
 
 
@@ -197,6 +216,17 @@ def open_recording(path: str | Path) -> Recording:
                 f"{path}: corrupt header (edfio: {type(edfio_exc).__name__}: {edfio_exc}; "
                 f"mne: {type(mne_exc).__name__}: {mne_exc})"
             ) from None
+
+
+def _header_int(path: Path, lo: int, hi: int) -> int:
+    return int(_read_head(path)[lo:hi].decode("ascii").strip())
+
+
+def _header_bytes(path: Path) -> bytes:
+    """The fixed header plus the signal headers: 256 × (number of signals + 1) bytes."""
+    with path.open("rb") as fh:
+        head = fh.read(256)
+        return head + fh.read(256 * int(head[252:256].decode("ascii").strip()))
 
 
 def data_offset(path: str | Path) -> int:

@@ -104,7 +104,7 @@ def _process(row: dict, store: Path, cfg: PreprocessConfig, fingerprint: str) ->
     n_ch = len(plan.targets)
     quality = pre.quality_accumulator(n_samples=info.n_samples, n_channels=n_ch, sfreq_in=info.sfreq, flat_uv=cfg.flat_uv)
     n_out = pre.output_length(n_samples=info.n_samples, sfreq_in=info.sfreq)
-    sps = int(round(cfg.sfreq))
+    stream = pre.describe(sfreq_in=info.sfreq, n_samples=info.n_samples)
     attrs = {
         "recording": row["recording"],
         "subject": row["subject"],
@@ -118,11 +118,12 @@ def _process(row: dict, store: Path, cfg: PreprocessConfig, fingerprint: str) ->
             "reader": info.reader,
             "montage": plan.to_dict(),
             "preprocess": to_dict(cfg),
-            "stream": pre.describe(sfreq_in=info.sfreq, n_samples=info.n_samples),
+            "stream": stream,
         },
     }
     with new_group(store, attrs) as group:
-        signal = create_signal(group, n_ch, max(n_out, 1), chunk_samples=60 * sps)
+        # Zarr chunks = the filter's output blocks, so every block write fills whole chunks.
+        signal = create_signal(group, n_ch, max(n_out, 1), chunk_samples=int(stream["layout"]["block"]))
         for start, block in pre.run(plan_reader(recording, plan), n_samples=info.n_samples, n_channels=n_ch,
                                     sfreq_in=info.sfreq, quality=quality):
             signal[:, start:start + block.shape[1]] = block
