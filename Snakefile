@@ -14,8 +14,9 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/tokenizer.smk"
 
 
 rule all:
     input:
-        all_shards(),
+        all_outputs(),

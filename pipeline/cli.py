@@ -15,6 +15,8 @@ STAGES = {
     "standardize": ("standardize", "map channels onto the global vocabulary → montage.parquet"),
     "preprocess": ("preprocess", "filter, notch, resample to 200 Hz, scale, flag → preprocessed/"),
     "patch": ("patch", "cut windows into 1 s patches → Zarr shards + index.parquet"),
+    "train-tokenizer": ("train_tokenizer", "train a DD-RVQ / NeuroRVQ / LaBraM tokenizer on shards"),
+    "extract-codes": ("extract_codes", "tokenize every window of a dataset → code stores"),
 }
 
 

@@ -8,6 +8,7 @@ values the stage uses and nothing else.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import json
 import types
@@ -107,6 +108,40 @@ class WheelSource:
     exclude: tuple[str, ...] = ()  # glob patterns of members not to extract
 
 
+# ---------------------------------------------------------------------------------------------
+# torch stages
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 8  # global windows per optimizer step, whatever the number of processes
+    max_steps: int = 200
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.05
+    warmup_steps: int = 20
+    grad_clip: float = 3.0
+    seed: int = 0
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    checkpoint_every: int = 50
+    eval_every: int = 50
+    log_every: int = 5
+    buffer_chunks: int = 8  # shuffle buffer, in chunks
+    num_workers: int = 0  # DataLoader workers per process
+    deterministic: bool = False  # torch.use_deterministic_algorithms: bit-reproducible resumes
+
+
+@dataclass(frozen=True)
+class TokenizerSection:
+    name: str = "ddrvq-demo"  # output folder: <results>/tokenizer/<name>
+    size: Literal["demo", "paper"] = "demo"
+    variant: Literal["ddrvq", "ddrvq_time", "ddrvq_freq", "labram", "neurorvq"] = "ddrvq"
+    model: Mapping[str, Any] = field(default_factory=dict)  # overrides of pipeline.models.config.TokenizerConfig
+    train: TrainConfig = field(default_factory=TrainConfig)
+    heldout_split: str = "test"  # windows of these subjects are never trained on; evaluation uses them
+    eval_windows: int = 32
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     results: str
@@ -114,6 +149,7 @@ class PipelineConfig:
     datasets: Mapping[str, DatasetConfig]
     demo_corpus: Mapping[str, WheelSource]
     dask: DaskConfig = field(default_factory=DaskConfig)
+    tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,7 +198,9 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if value not in typing.get_args(tp):
             raise ConfigError(f"{where}: {value!r} is not one of {typing.get_args(tp)}")
         return value
-    if origin in (Mapping, dict):
+    if origin in (Mapping, dict, collections.abc.Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -222,6 +260,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path | None = None) -> Pip
         datasets=datasets,
         demo_corpus=wheels,
         dask=from_mapping(DaskConfig, raw.get("dask"), "dask"),
+        tokenizer=from_mapping(TokenizerSection, raw.get("tokenizer"), "tokenizer"),
     )
     return cfg
 
@@ -271,37 +310,3 @@ def stage_settings(ds: DatasetConfig, stage: str) -> Any:
 
 def stage_settings_json(ds: DatasetConfig, stage: str) -> str:
     return json.dumps(to_dict(stage_settings(ds, stage)), sort_keys=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# torch stages
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    batch_size: int = 8  # global windows per optimizer step, whatever the number of processes
-    max_steps: int = 200
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.05
-    weight_decay: float = 0.05
-    warmup_steps: int = 20
-    grad_clip: float = 3.0
-    seed: int = 0
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    checkpoint_every: int = 50
-    eval_every: int = 50
-    log_every: int = 5
-    buffer_chunks: int = 8  # shuffle buffer, in chunks
-    num_workers: int = 0  # DataLoader workers per process
-    deterministic: bool = False  # torch.use_deterministic_algorithms: bit-reproducible resumes
-
-
-@dataclass(frozen=True)
-class TokenizerSection:
-    name: str = "ddrvq-demo"  # output folder: <results>/tokenizer/<name>
-    size: Literal["demo", "paper"] = "demo"
-    variant: Literal["ddrvq", "ddrvq_time", "ddrvq_freq", "labram", "neurorvq"] = "ddrvq"
-    model: Mapping[str, Any] = field(default_factory=dict)  # overrides of pipeline.models.config.TokenizerConfig
-    train: TrainConfig = field(default_factory=TrainConfig)
-    heldout_split: str = "test"  # windows of these subjects are never trained on; evaluation uses them
-    eval_windows: int = 32

@@ -1,7 +1,8 @@
 # Shared by every rule file: the typed config, paths, per-stage settings, resources.
+import json
 import sys
 
-from pipeline.config import parse_config, stage_settings_json
+from pipeline.config import parse_config, stage_settings_json, to_dict
 from pipeline.stages.fetch_demo import settings_json as demo_settings_json
 
 CFG = parse_config(config)
@@ -10,6 +11,7 @@ CACHE = CFG.cache
 PY = sys.executable  # the interpreter running snakemake: the project's venv, on every node
 DATASETS = list(CFG.datasets)
 DEMO_STAMP = f"{CACHE}/demo/fetched.json"
+TOKENIZER = CFG.tokenizer
 
 
 wildcard_constraints:
@@ -28,3 +30,21 @@ def res(rule_name, key, default):
 
 def all_shards():
     return [f"{RESULTS}/{ds}/shards" for ds in DATASETS]
+
+
+def pretrain_shards():
+    return [f"{RESULTS}/{name}/shards" for name, ds in CFG.datasets.items() if ds.role in ("pretrain", "both")]
+
+
+def accelerate_launch(rule_name):
+    """`accelerate launch` with one process per GPU granted (one CPU process without GPUs)."""
+    gpus = int(res(rule_name, "gpu", 0))
+    mixed = CFG.tokenizer.train.mixed_precision
+    device = f"--num_processes {gpus} --multi_gpu" if gpus > 1 else ("--num_processes 1" if gpus else "--cpu --num_processes 1")
+    return f"{PY} -m accelerate.commands.launch {device} --num_machines 1 --mixed_precision {mixed} --dynamo_backend no"
+
+
+def all_outputs():
+    return all_shards() + [f"{RESULTS}/tokenizer/{TOKENIZER.name}/metrics.json"] + [
+        f"{RESULTS}/codes/{TOKENIZER.name}/{ds}" for ds in DATASETS
+    ]

@@ -1,0 +1,31 @@
+"""train-tokenizer: train a DD-RVQ tokenizer (or a variant) on pretraining shards.
+
+    python -m pipeline train-tokenizer results/demo/demo_bids/shards [more shard folders] \\
+        --out results/demo/tokenizer/ddrvq-demo --settings JSON
+    accelerate launch -m pipeline train-tokenizer ...        (several processes / GPUs)
+
+Writes <out>/model.safetensors (config and fingerprint in its metadata), metrics.jsonl (per step),
+metrics.json (held-out reconstruction), loss.png, codebook_usage.png, reconstructions.png, and
+resumable checkpoints in <out>/checkpoints/. Rerunning after a kill resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.config import TokenizerSection, load_settings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("shards", nargs="+", help="shard folders (with index.parquet) to train on")
+    parser.add_argument("--out", required=True, help="tokenizer folder")
+    parser.add_argument("--settings", default=None, help="TokenizerSection as JSON (or @file)")
+    parser.add_argument("--stop-after", type=int, default=None, help="stop at this step (resumption tests)")
+
+
+def main(args: argparse.Namespace) -> None:
+    from pipeline.train.tokenizer import train_tokenizer
+
+    section = load_settings(TokenizerSection, args.settings)
+    result = train_tokenizer(args.shards, args.out, section, stop_after=args.stop_after)
+    print(f"step {result.step}: held-out {result.heldout}")

@@ -1,0 +1,46 @@
+# Tokenizer training on the pretraining datasets' shards, then codes for every dataset.
+
+
+rule train_tokenizer:
+    input:
+        shards=pretrain_shards(),
+    output:
+        model=f"{RESULTS}/tokenizer/{TOKENIZER.name}/model.safetensors",
+        metrics=f"{RESULTS}/tokenizer/{TOKENIZER.name}/metrics.json",
+        plots=multiext(f"{RESULTS}/tokenizer/{TOKENIZER.name}/", "loss.png", "codebook_usage.png", "reconstructions.png"),
+    params:
+        settings=json.dumps(to_dict(TOKENIZER), sort_keys=True),
+        out=f"{RESULTS}/tokenizer/{TOKENIZER.name}",
+        launch=accelerate_launch("train_tokenizer"),
+    # Checkpoints live beside the outputs and survive a failed or killed job: a rerun resumes.
+    log:
+        f"{RESULTS}/logs/train_tokenizer.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_tokenizer.tsv"
+    threads: res("train_tokenizer", "threads", 2)
+    resources:
+        mem_mb=res("train_tokenizer", "mem_mb", 8000),
+        runtime=res("train_tokenizer", "runtime", 720),
+        gpu=res("train_tokenizer", "gpu", 0),
+    shell:
+        "{params.launch} -m pipeline train-tokenizer {input.shards:q} --out {params.out:q}"
+        " --settings {params.settings:q} > {log} 2>&1"
+
+
+rule extract_codes:
+    input:
+        model=rules.train_tokenizer.output.model,
+        shards=f"{RESULTS}/{{dataset}}/shards",
+    output:
+        directory(f"{RESULTS}/codes/{TOKENIZER.name}/{{dataset}}"),
+    params:
+        tokenizer=f"{RESULTS}/tokenizer/{TOKENIZER.name}",
+    log:
+        f"{RESULTS}/logs/{{dataset}}/extract_codes.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/extract_codes.tsv"
+    resources:
+        mem_mb=res("extract_codes", "mem_mb", 4000),
+        runtime=res("extract_codes", "runtime", 240),
+    shell:
+        "{PY} -m pipeline extract-codes {input.shards:q} --tokenizer {params.tokenizer:q} --out {output:q} > {log} 2>&1"
