@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import zarr
 import pytest
 import yaml
 
@@ -30,13 +32,15 @@ def tiny_config(repo_root: Path, demo_corpus: Path, tmp_path_factory) -> Path:
         ds["path"] = str(repo_root / ds["path"])
     cfg["patch"]["window_s"] = 10
     cfg["dask"]["n_workers"] = 1
+    cfg["tokenizer"]["train"].update(max_steps=6, eval_every=3, checkpoint_every=3, log_every=1)
+    cfg["tokenizer"]["eval_windows"] = 8
     path = work / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
 @pytest.mark.slow
-def test_dag_runs_through_patch(repo_root: Path, tiny_config: Path):
+def test_dag_runs_end_to_end(repo_root: Path, tiny_config: Path):
     work = tiny_config.parent
     proc = _snakemake(repo_root, work, tiny_config, "all")
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -49,6 +53,11 @@ def test_dag_runs_through_patch(repo_root: Path, tiny_config: Path):
         for stage in ("ingest", "standardize", "preprocess", "patch"):
             assert (results / "logs" / ds / f"{stage}.log").is_file()
         assert (results / "benchmarks" / ds / "preprocess.tsv").is_file()
+    tok = results / "tokenizer" / "ddrvq-demo"
+    for name in ("model.safetensors", "metrics.json", "metrics.jsonl", "loss.png", "codebook_usage.png", "reconstructions.png"):
+        assert (tok / name).is_file(), name
+    codes = zarr.open_group(str(results / "codes" / "ddrvq-demo" / "demo_physionet" / "S001R02" / "part-000.zarr"), mode="r")
+    assert codes["codes"].shape[1:] == (19, 10, 2, 3) and codes["codes"].dtype == np.int16
     bids = pl.read_parquet(results / "demo_bids" / "shards" / "index.parquet")
     assert dict(bids.select("subject", "split").unique().iter_rows()) == {"s01": "train", "s02": "test"}
     # Nothing left to do on a second look.

@@ -46,9 +46,10 @@ class TrainResult:
 
 
 def _loader(dataset, num_workers: int, start: int):
-    sampler = range(start, len(dataset))
-    return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=num_workers,
-                                       persistent_workers=False)
+    # Its own generator: a DataLoader otherwise draws its worker seed from the global RNG when an
+    # iterator starts, which would shift the RNG stream of a resumed run (dead-code restarts use it).
+    return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(start, len(dataset)),
+                                       num_workers=num_workers, generator=torch.Generator().manual_seed(start))
 
 
 @torch.no_grad()
@@ -172,7 +173,8 @@ def publish(model, out: Path, records: list[dict], heldout: dict, sample: dict, 
     plots.plot_codebook_usage(records, out / "codebook_usage.png", list(model.config.domains))
     vocab = load_vocabulary()
     x, w, ch = sample["x"], sample["w"], sample["ch"]
-    picks = [(b, c, p) for b, c, p in ((0, 0, 3), (0, min(9, x.shape[1] - 1), 10), (min(1, len(x) - 1), x.shape[1] - 1, 20))
+    n_b, n_c, n_p = x.shape[:3]
+    picks = [(b, c, p) for b, c, p in ((0, 0, n_p // 10), (0, n_c // 2, n_p // 3), (n_b - 1, n_c - 1, 2 * n_p // 3))
              if ch[b, c] >= 0]
     plots.plot_reconstructions(np.stack([x[b, c, p] for b, c, p in picks]), np.stack([w[b, c, p] for b, c, p in picks]),
                                [f"{vocab.name_of(int(ch[b, c]))} patch {p}" for b, c, p in picks],
