@@ -20,7 +20,8 @@ from pipeline.train.tokenizer import train_tokenizer
 
 def _section(**train) -> TokenizerSection:
     base = dict(batch_size=8, max_steps=8, lr=2e-3, warmup_steps=2, checkpoint_every=2, eval_every=100, log_every=1)
-    return TokenizerSection(train=TrainConfig(**{**base, **train}), eval_windows=8)
+    return TokenizerSection(model={"dead_code_threshold": 2.0, "commitment_weight": 0.25},
+                            train=TrainConfig(**{**base, **train}), eval_windows=8)
 
 
 def test_window_order_is_deterministic_and_rank_slices_cover_the_global_batch(demo_shards):
