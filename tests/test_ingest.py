@@ -15,7 +15,6 @@ from edf_factory import corrupt_header, eeg_like, reheader_copy, truncate, write
 from pipeline.cli import main as cli
 from pipeline.config import IngestConfig
 from pipeline.io.edf import EdfioRecording, MneRecording, RecordingError, open_recording
-from pipeline.stages.common import StageFailed
 from pipeline.stages.ingest import ingest
 
 

@@ -157,6 +157,23 @@ def test_kmeans_init_is_deterministic_under_seed() -> None:
     assert torch.equal(books[0], books[1])
 
 
+def _has_duplicate_rows(t: torch.Tensor) -> bool:
+    same = (t[:, None] == t[None]).all(-1)
+    return bool((same.sum(1) > 1).any())
+
+
+def test_kmeans_init_with_fewer_rows_than_codes_leaves_no_duplicates() -> None:
+    torch.manual_seed(0)
+    vq = VectorQuantizer(dim=8, codebook_size=64, kmeans_init=True, dead_code_threshold=0.01)
+    vq.train()
+    vq(clustered(40, 5, 8, seed=3))  # 40 rows < 64 codes
+    assert not _has_duplicate_rows(vq.codebook)
+    assert (vq.cluster_size[40:] == 0).all()  # unfitted codes wait for the restart
+    vq(clustered(40, 5, 8, seed=4))  # next batch: the 24 empty codes are revived from it
+    assert not _has_duplicate_rows(vq.codebook)
+    assert (vq.cluster_size >= 0.01 * 0.99).all()
+
+
 def test_dead_code_restart_revives_unused_codes() -> None:
     torch.manual_seed(0)
     k = 16

@@ -46,12 +46,13 @@ Conventions (shared by both classes)
   codebook by k-means on that level's inputs ``x̂_k`` (cosine k-means when
   L2-normalized), ``kmeans_iters`` Lloyd iterations, seeded by the global torch
   RNG (deterministic under ``torch.manual_seed``). If the batch holds fewer
-  vectors than codes, centroids are drawn with replacement; the duplicates end
-  with empty clusters (``cluster_size = 0``) and are revived by the dead-code
-  restart when it is enabled.
+  vectors N than codes K, only N codes are fitted and the other K − N keep
+  their random init with ``cluster_size = 0`` (no duplicate codewords: exact
+  duplicates tie, and a tie makes the code of a vector arbitrary).
 * ``dead_code_threshold`` (EMA count units, i.e. expected uses per batch; 0
-  disables): after each EMA update, codes with ``cluster_size < threshold`` are
-  replaced by random vectors of the current batch's ``x̂_k`` and get
+  disables): after each EMA update (except in the k-means init step), codes
+  with ``cluster_size < threshold`` are replaced by distinct random vectors of
+  the current batch's ``x̂_k`` (at most N per step) and get
   ``cluster_size = threshold``.
 * Distributed: if ``torch.distributed`` is initialized, per-batch counts and sums
   are all-reduced before the EMA update, and k-means / restart samples are
@@ -281,15 +282,22 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _kmeans_init_(self, x: Tensor) -> None:
         # k-means runs on rank 0 over the global batch (all ranks' rows in rank
-        # order, as one process would see it) and is broadcast.
+        # order, as one process would see it) and is broadcast. With fewer rows
+        # than codes, only the first N codes are fitted; the rest keep their
+        # random init with an EMA count of 0 (the dead-code restart fills them
+        # from later batches). Drawing the extra centroids from the same rows
+        # would create exact duplicate codewords, whose ties make codes
+        # arbitrary (and batch-dependent) between identical vectors.
         x = _gather_rows(x)
         if x.shape[0] == 0:
             return
-        means = torch.zeros_like(self.codebook)
+        k = min(self.codebook_size, x.shape[0])
+        means = self.codebook.clone()
         bins = torch.zeros_like(self.cluster_size)
         if _is_rank0():
-            means, counts = kmeans(x, self.codebook_size, iters=self.kmeans_iters, cosine=self.l2_normalize)
-            bins = counts.to(bins.dtype)
+            fitted, counts = kmeans(x, k, iters=self.kmeans_iters, cosine=self.l2_normalize)
+            means[:k] = fitted
+            bins[:k] = counts.to(bins.dtype)
         _broadcast_(means)
         _broadcast_(bins)
         self.init_codebook_(means, cluster_size=bins)
@@ -312,16 +320,16 @@ class VectorQuantizer(nn.Module):
     def _restart_dead_codes_(self, x: Tensor) -> None:
         if self.dead_code_threshold <= 0:
             return
-        dead = self.cluster_size < self.dead_code_threshold  # [K] bool, identical on all ranks
-        num_dead = int(dead.sum())
-        if num_dead == 0:
+        dead = (self.cluster_size < self.dead_code_threshold).nonzero().squeeze(1)  # identical on all ranks
+        if dead.numel() == 0:
             return
         x = _gather_rows(x)  # samples come from the global batch, drawn on rank 0
         if x.shape[0] == 0:
             return
-        fresh = x.new_zeros(num_dead, self.dim)
+        dead = dead[: x.shape[0]]  # at most one code per row, so no two revived codes coincide
+        fresh = x.new_zeros(dead.numel(), self.dim)
         if _is_rank0():
-            fresh = self._prepare(sample_rows(x, num_dead))
+            fresh = self._prepare(sample_rows(x, dead.numel()))
         _broadcast_(fresh)
         self.cluster_size[dead] = self.dead_code_threshold
         self.codebook[dead] = fresh
@@ -351,7 +359,8 @@ class VectorQuantizer(nn.Module):
     def quantize(self, x: Tensor) -> tuple[VQResult, Tensor]:
         """Flat x [N, D] → (result, counts [K]). Used by the residual stack."""
         xh = self._prepare(x)  # x̂ [N, D]
-        if self.training and not bool(self.initialized):
+        fresh_init = self.training and not bool(self.initialized)
+        if fresh_init:
             self._kmeans_init_(xh.detach())
         codes = self.assign(xh)  # [N]
         q = self.lookup(codes)  # [N, D], no grad (buffer)
@@ -359,7 +368,8 @@ class VectorQuantizer(nn.Module):
         quantized = q + (xh - xh.detach())  # value exactly q, gradient identity w.r.t. x̂
         if self.training:
             counts = self._ema_update_(xh.detach(), codes)
-            self._restart_dead_codes_(xh.detach())
+            if not fresh_init:  # the init batch's rows already are centroids: restarting from them would duplicate
+                self._restart_dead_codes_(xh.detach())
         else:
             counts = torch.bincount(codes, minlength=self.codebook_size).to(x.dtype)
         usage, perplexity = usage_and_perplexity(counts)

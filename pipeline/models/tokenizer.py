@@ -65,6 +65,8 @@ class TokenizerOutput:
     codes: Tensor  # long [B, C, P, S, L]; −1 at padding channels
     usage: Tensor  # [S, L] fraction of each codebook used in this batch
     perplexity: Tensor  # [S, L]
+    # predictions + targets (detached); waveform only for neurorvq (the DD-RVQ
+    # family skips it while training; `reconstruct()` always fills it)
     reconstruction: Reconstruction = field(repr=False)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import zarr
 
 from pipeline.config import PatchConfig, PatchSettings, load_settings, to_dict
 from pipeline.parallel import map_items
@@ -109,8 +110,6 @@ def patch_recording(store: str, *, out: str, settings: PatchSettings) -> dict:
         "content_sha256": attrs["content_sha256"],
     }
     rows = []
-    import zarr
-
     with atomic_path(dest, directory=True) as tmp:
         for part, first in enumerate(range(0, len(windows.starts), cfg.windows_per_shard)):
             starts = windows.starts[first:first + cfg.windows_per_shard]
