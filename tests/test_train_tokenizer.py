@@ -88,3 +88,25 @@ def test_codes_are_batch_independent_and_reused(demo_shards, tmp_path: Path):
     assert ca.dtype == np.int16 and ca.shape[-2:] == (2, 3) and ca.min() >= 0
     again = extract_codes(demo_shards[1], tmp_path / "tok", tmp_path / "codes_a", batch_windows=7)
     assert again["computed"] == 0 and again["reused"] == a["computed"]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_at_the_same_global_batch(demo_shards, tmp_path: Path):
+    """torchrun with 2 CPU processes (gloo) ends where 1 process ends: DDP gradients and the
+    quantizers' all-reduced EMA statistics make the global batch, not the process count, matter."""
+    import subprocess
+    import sys
+
+    settings = json.dumps({"model": {"dead_code_threshold": 2.0, "commitment_weight": 0.25}, "eval_windows": 8,
+                           "train": {"batch_size": 8, "max_steps": 4, "warmup_steps": 2, "checkpoint_every": 2,
+                                     "eval_every": 100, "log_every": 1}})
+    args = ["-m", "pipeline", "train-tokenizer", *map(str, demo_shards), "--settings", settings]
+    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *args,
+                          "--out", str(tmp_path / "two")], capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = load_file(str(tmp_path / "one" / "model.safetensors")), load_file(str(tmp_path / "two" / "model.safetensors"))
+    for k in a:
+        rel = float((a[k].float() - b[k].float()).norm() / (a[k].float().norm() + 1e-12))
+        assert rel < 1e-3, (k, rel)  # float reduction order differs between 1 and 2 processes

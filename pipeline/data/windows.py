@@ -6,7 +6,7 @@ then windows are shuffled inside groups of `buffer_chunks` consecutive chunks (a
 then cut into batches. The order is a pure function of (index, seed, epoch), so
 
 - a run resumed at global batch b of epoch e sees exactly the batches it would have seen;
-- with N processes, process r takes rows r::N of every global batch — the same global batch as
+- with N processes, process r takes the r-th contiguous slice of every global batch — the same global batch as
   one process, which is what makes 1-process and N-process training comparable.
 
 Stores are opened lazily inside each DataLoader worker (never in __init__), and each worker keeps
@@ -80,7 +80,7 @@ class WindowBatches(Dataset):
 
     Returns a dict of tensors: x float32 [B, C, P, L], ch long [B, C], importance float32 [B, C, P, F],
     window long [B] (row position in the index, for bookkeeping). With `rank`/`world_size`, only
-    this process's rows of the global batch are returned.
+    this process's contiguous slice of the global batch is returned.
     """
 
     def __init__(self, index: WindowIndex, batches: list[np.ndarray], *, rank: int = 0, world_size: int = 1,
@@ -120,7 +120,9 @@ class WindowBatches(Dataset):
         return lo, data
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        rows = self.batches[i][self.rank::self.world_size]
+        # Contiguous slices: the ranks' rows gathered in rank order are the global batch in order,
+        # so k-means init and dead-code restarts (which gather rows) see what one process sees.
+        rows = np.array_split(self.batches[i], self.world_size)[self.rank]
         parts: dict[str, list[np.ndarray]] = {name: [] for name in self.fields}
         for pos in rows:
             lo, data = self._chunk_data(int(pos))

@@ -1,6 +1,6 @@
 """Tokenizer training: Accelerate-managed, resumable, with metrics, held-out evaluation and plots.
 
-Data parallelism: every process reads its rows r::N of the same global batch (pipeline.data.windows),
+Data parallelism: every process reads its contiguous slice of the same global batch (pipeline.data.windows),
 DDP averages gradients and the quantizers all-reduce their EMA statistics, so N processes follow the
 trajectory of one process at the same global batch.
 """
