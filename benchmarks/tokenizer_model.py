@@ -114,7 +114,9 @@ def _timed_once(fn, repeats: int) -> dict:
     return {"median_s": statistics.median(times), "min_s": min(times), "other_cores_busy": round(other_cores, 2)}
 
 
-def run_one(size: str, variant: str, batch: int, repeats: int, warmup: int, retries: int, quiet_wait: float) -> dict:
+def run_one(
+    size: str, variant: str, batch: int, repeats: int = 3, warmup: int = 2, retries: int = 0, quiet_wait: float = 0.0
+) -> dict:
     import torch
 
     from pipeline.models import TokenizerConfig, build_tokenizer
@@ -295,7 +297,15 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    results = []
+    import torch
+
+    report = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
+                    "threads": torch.get_num_threads()},  # fmt: skip
+        "targets_paper_ddrvq": {"train_patches_per_s": 600, "encode_patches_per_s": 1370},
+        "results": [],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for size, variant, batch in itertools.product(args.sizes, args.variants, args.batch):
         cmd = [sys.executable, __file__, "--one", size, variant, "--batch", str(batch),
                "--repeats", str(args.repeats), "--warmup", str(args.warmup),
@@ -305,7 +315,8 @@ def main() -> None:
             print(proc.stderr, file=sys.stderr)
             raise SystemExit(f"benchmark {size}/{variant} failed")
         result = json.loads(proc.stdout.strip().splitlines()[-1])
-        results.append(result)
+        report["results"].append(result)
+        args.out.write_text(json.dumps(report, indent=2))  # after every configuration
         print(
             f"{size:5s} {variant:10s} batch={result['windows_per_batch']} "
             f"train {result['train_patches_per_s']:8.1f} patches/s   "
@@ -313,16 +324,6 @@ def main() -> None:
             f"peak RSS {result['peak_rss_mib']:7.1f} MiB   "
             f"(other processes busy: {result['train_other_cores_busy']:.2f} / {result['encode_other_cores_busy']:.2f} cores)"
         )
-    import torch
-
-    report = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads()},  # fmt: skip
-        "targets_paper_ddrvq": {"train_patches_per_s": 600, "encode_patches_per_s": 1370},
-        "results": results,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
 
 
