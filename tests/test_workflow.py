@@ -79,3 +79,29 @@ def test_slurm_profile_dry_run(repo_root: Path, tiny_config: Path, tmp_path: Pat
     proc = _snakemake(repo_root, tmp_path, tiny_config, "all", "--dry-run", "--profile", str(repo_root / "profiles" / "slurm"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "patch" in proc.stdout
+
+
+def _planned_jobs(proc: subprocess.CompletedProcess) -> set[str]:
+    """Rule names in a dry run's 'Job stats' table."""
+    text = proc.stdout + proc.stderr
+    table = text.split("Job stats:", 1)[1].split("total", 1)[0] if "Job stats:" in text else ""
+    return {line.split()[0] for line in table.splitlines()[2:] if line.strip() and not line.startswith("-")} - {"all"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("section, key, value, expected", [
+    ("preprocess", "h_freq", 40.0, {"preprocess", "patch", "train_tokenizer", "extract_codes"}),
+    ("tokenizer", "variant", "ddrvq_time", {"train_tokenizer", "extract_codes"}),
+])
+def test_a_config_change_reruns_only_what_depends_on_it(repo_root: Path, tiny_config: Path, section, key, value,
+                                                        expected):
+    work = tiny_config.parent
+    if not (work / "results" / "demo_bids" / "shards" / "index.parquet").is_file():
+        assert _snakemake(repo_root, work, tiny_config, "all").returncode == 0
+    cfg = yaml.safe_load(tiny_config.read_text())
+    cfg[section][key] = value
+    changed = work / f"changed-{section}.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    proc = _snakemake(repo_root, work, changed, "all", "--dry-run")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert _planned_jobs(proc) == expected
