@@ -34,7 +34,7 @@ from .config import TokenizerConfig
 from .frontends import MultiScaleTemporalConv, TemporalConv
 from .layers import PositionEmbedding, Transformer, init_weights_, key_mask
 from .rvq import ResidualVectorQuantizer
-from .targets import Stats, fourier, from_fourier, patch_zscore, window_unzscore, window_zscore
+from .targets import fourier, from_fourier, patch_zscore, window_unzscore, window_zscore
 
 __all__ = [
     "Reconstruction",

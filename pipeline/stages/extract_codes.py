@@ -34,16 +34,14 @@ def load_trained_tokenizer(folder: str | Path):
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from pipeline.models.config import TokenizerConfig
-    from pipeline.models.tokenizer import build_tokenizer
+    from pipeline.models.tokenizer import load_tokenizer
 
     path = Path(folder) / "model.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trained tokenizer (run train-tokenizer first)")
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata()
-    model = build_tokenizer(TokenizerConfig.from_dict(json.loads(meta["config"])))
-    model.load_state_dict(load_file(str(path)))
+    model = load_tokenizer({"config": json.loads(meta["config"]), "model": load_file(str(path))})
     return model.eval(), meta["fingerprint"]
 
 

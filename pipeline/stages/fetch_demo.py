@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import hashlib
 import json
 import shutil
 import subprocess
@@ -25,20 +24,13 @@ from typing import Mapping
 from pipeline.config import WheelSource, from_mapping, load_config, to_dict
 from pipeline.stages.common import StageFailed
 from pipeline.store.atomic import atomic_path, write_text_atomic
+from pipeline.store.fingerprint import sha256_file as _sha256
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="pipeline config YAML holding `demo_corpus`")
     parser.add_argument("--settings", default=None, help="the `demo_corpus` mapping as JSON (instead of --config)")
     parser.add_argument("--cache", default=None, help="cache folder (default: the config's `cache`)")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch_wheel(src: WheelSource, wheels: Path) -> Path:

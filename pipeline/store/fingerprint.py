@@ -28,6 +28,10 @@ def file_hashes(path: str | Path, data_offset: int) -> tuple[str, str]:
     return whole.hexdigest(), content.hexdigest()
 
 
+def sha256_file(path: str | Path) -> str:
+    return file_hashes(path, 0)[0]
+
+
 def settings_hash(*parts: Any) -> str:
     """Stable short hash of JSON-able settings (key order does not matter)."""
     text = json.dumps(parts, sort_keys=True, default=str)
@@ -36,16 +40,12 @@ def settings_hash(*parts: Any) -> str:
 
 def weights_fingerprint(config: Any, tensors: dict) -> str:
     """Hash of a model's config and every weight/buffer byte: the identity of a trained tokenizer."""
+    import torch  # here, not at module level: the data-plane stages never import torch
+
     h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
-        h.update(t.view(-1).view(torch_uint8()).numpy().tobytes() if t.numel() else b"")
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
-
-
-def torch_uint8():
-    import torch
-
-    return torch.uint8

@@ -22,6 +22,11 @@ from safetensors.torch import load_file, save_file
 from pipeline.store.atomic import atomic_path
 
 
+def state_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Weights and buffers as contiguous CPU tensors, as safetensors wants them."""
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+
+
 def _step_dir(root: Path, step: int) -> Path:
     return root / f"step-{step:07d}"
 
@@ -31,8 +36,7 @@ def save_checkpoint(root: str | Path, *, step: int, model: torch.nn.Module, opti
     root = Path(root)
     final = _step_dir(root, step)
     with atomic_path(final, directory=True) as tmp:
-        tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"step": str(step)})
+        save_file(state_tensors(model), str(tmp / "model.safetensors"), metadata={"step": str(step)})
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
         torch.save(torch.get_rng_state(), tmp / "rng.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))

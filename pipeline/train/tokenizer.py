@@ -7,6 +7,7 @@ trajectory of one process at the same global batch.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from safetensors.torch import save_file
 
 from pipeline.config import TokenizerSection, to_dict
 from pipeline.data.windows import WindowBatches, WindowIndex, epoch_batches
@@ -25,7 +27,10 @@ from pipeline.eval.reconstruction import merge, reconstruction_metrics
 from pipeline.models.config import TokenizerConfig
 from pipeline.models.tokenizer import build_tokenizer
 from pipeline.montage import load_vocabulary
-from pipeline.train.checkpoint import latest, load_checkpoint, save_checkpoint
+from pipeline.store.atomic import atomic_path, write_text_atomic
+from pipeline.store.fingerprint import weights_fingerprint
+from pipeline.store.zarr_store import open_shard
+from pipeline.train.checkpoint import latest, load_checkpoint, save_checkpoint, state_tensors
 from pipeline.train.metrics import MetricsLog
 from pipeline.train.schedule import warmup_cosine
 
@@ -78,7 +83,7 @@ def train_tokenizer(shard_dirs: Sequence[str | Path], out: str | Path, section: 
         torch.use_deterministic_algorithms(True)
     train_index = WindowIndex.from_shard_dirs(shard_dirs, splits=["train", "val"])
     heldout_index = WindowIndex.from_shard_dirs(shard_dirs, splits=[section.heldout_split])
-    n_patches = int(np.asarray(WindowBatches(train_index, [np.array([0])])[0]["x"].shape)[2])
+    n_patches = open_shard(train_index.table["shard_path"][0]).x.shape[2]
     config = model_config(section, n_patches)
     model = build_tokenizer(config)
     decay, no_decay = [], []
@@ -155,14 +160,7 @@ def train_tokenizer(shard_dirs: Sequence[str | Path], out: str | Path, section: 
 
 def publish(model, out: Path, records: list[dict], heldout: dict, sample: dict, state_extra: dict) -> None:
     """Final weights (safetensors, config inside), metrics.json and the plots."""
-    import json
-
-    from safetensors.torch import save_file
-
-    from pipeline.store.atomic import atomic_path, write_text_atomic
-    from pipeline.store.fingerprint import weights_fingerprint
-
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = state_tensors(model)
     fingerprint = weights_fingerprint(state_extra["config"], tensors)
     with atomic_path(out / "model.safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"config": json.dumps(state_extra["config"]), "fingerprint": fingerprint})
