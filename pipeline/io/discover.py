@@ -28,6 +28,9 @@ class SourceFile:
     events: tuple[tuple[float, float, str], ...] = ()  # from BIDS events.tsv
     mains: float | None = None  # BIDS PowerLineFrequency
     sidecar_notes: tuple[str, ...] = field(default=())
+    # Set by dataset adapters (pipeline.io.adapters) from the release's own layout/label files:
+    split: str = ""  # official split: "train" | "test" ("" = none; SplitConfig decides)
+    label: str = ""  # recording-level label (TUAB normal/abnormal, EEGMAT rest/task); "" = none
 
 
 def is_bids_root(path: Path) -> bool:
@@ -96,6 +99,10 @@ def discover(path: str | Path, *, fmt: str = "auto", subject_regex: str | None =
     root = Path(path)
     if not root.exists():
         raise FileNotFoundError(f"{root}: no such file or folder (check the dataset's `path` in the config)")
+    from pipeline.io.adapters import ADAPTERS
+
+    if fmt in ADAPTERS:
+        return sorted(ADAPTERS[fmt](root), key=lambda s: str(s.path))
     if root.is_file():
         files, base = [root], root.parent
     else:
