@@ -17,6 +17,7 @@ STAGES = {
     "patch": ("patch", "cut windows into 1 s patches → Zarr shards + index.parquet"),
     "train-tokenizer": ("train_tokenizer", "train a DD-RVQ / NeuroRVQ / LaBraM tokenizer on shards"),
     "extract-codes": ("extract_codes", "tokenize every window of a dataset → code stores"),
+    "pretrain": ("pretrain", "masked hierarchical code prediction on cached codes → pretrained encoder"),
 }
 
 

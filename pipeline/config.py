@@ -115,6 +115,7 @@ class WheelSource:
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 8  # global windows per optimizer step, whatever the number of processes
+    grad_accum: int = 1  # micro-batches per step (memory); the global batch and the run stay the same
     max_steps: int = 200
     lr: float = 1e-3
     min_lr_ratio: float = 0.05
@@ -140,6 +141,50 @@ class TokenizerSection:
     train: TrainConfig = field(default_factory=TrainConfig)
     heldout_split: str = "test"  # windows of these subjects are never trained on; evaluation uses them
     eval_windows: int = 32
+    pretrained: str | None = None  # folder of a tokenizer trained elsewhere (model.safetensors): not retrained
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """Which patches pretraining hides (pipeline.train.masking); defaults = the public BrainRVQ code's."""
+
+    strategy: Literal["importance", "random"] = "importance"
+    ratio: float = 0.5  # patches drawn = floor(ratio · valid patches) per window
+    temperature: float = 0.8  # softmax temperature on the z-scored score
+    weight_start: float = 0.2  # curriculum: information weight w rises linearly over training…
+    weight_end: float = 0.7  # …from weight_start to weight_end
+    keep_prob: float = 0.1  # a drawn patch is left visible with this probability
+    max_run: int = 5  # no run of consecutive masked tokens (channel-major) longer than this
+    feature_weights: tuple[float, ...] = (0.30, 0.25, 0.20, 0.15, 0.10)  # neural, clean, complexity, irreg., mobility
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("importance", "random"):
+            raise ValueError(f"strategy must be 'importance' or 'random', got {self.strategy!r}")
+        if not 0.0 <= self.ratio <= 1.0:
+            raise ValueError(f"ratio must be in [0, 1], got {self.ratio}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0.0 <= self.keep_prob <= 1.0:
+            raise ValueError(f"keep_prob must be in [0, 1], got {self.keep_prob}")
+        if self.max_run < 1:
+            raise ValueError(f"max_run must be >= 1, got {self.max_run}")
+
+
+@dataclass(frozen=True)
+class PretrainSection:
+    name: str = "brainrvq-demo"  # output folder: <results>/pretrain/<name>
+    size: Literal["demo", "base"] = "demo"
+    # overrides of pipeline.models.pretrain.PretrainConfig (level_weights, hierarchical, symmetric) and of
+    # its backbone (model: {backbone: {depth: 6}})
+    model: Mapping[str, Any] = field(default_factory=dict)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    heldout_split: str = "test"  # evaluated, never trained on
+    eval_windows: int = 32
+    # An existing code store to reuse (another checkout, a shared filesystem): <codes>/<dataset>/ as written by
+    # extract-codes. null = this run's own <results>/codes/<tokenizer name>/. Its fingerprint must match the
+    # tokenizer's.
+    codes: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +195,7 @@ class PipelineConfig:
     demo_corpus: Mapping[str, WheelSource]
     dask: DaskConfig = field(default_factory=DaskConfig)
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
+    pretrain: PretrainSection = field(default_factory=PretrainSection)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,6 +307,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path | None = None) -> Pip
         demo_corpus=wheels,
         dask=from_mapping(DaskConfig, raw.get("dask"), "dask"),
         tokenizer=from_mapping(TokenizerSection, raw.get("tokenizer"), "tokenizer"),
+        pretrain=from_mapping(PretrainSection, raw.get("pretrain"), "pretrain"),
     )
     return cfg
 

@@ -25,23 +25,31 @@ import polars as pl
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.store.zarr_store import open_shard
+from pipeline.store.zarr_store import open_group, open_shard
 
 
 @dataclass(frozen=True)
 class WindowIndex:
     """All windows of some shard folders: one row per window, with its chunk."""
 
-    table: pl.DataFrame  # shard_path, row, chunk (global chunk id), recording, subject, split, start_s, label
+    # shard_path, row, chunk (global chunk id), recording, subject, split, start_s, label, dataset,
+    # and codes_path (the shard's code store) when built with code folders
+    table: pl.DataFrame
 
     @classmethod
     def from_shard_dirs(cls, dirs: Sequence[str | Path], *, splits: Sequence[str] | None = None,
-                        chunk_windows: int | None = None) -> "WindowIndex":
+                        chunk_windows: int | None = None,
+                        codes_dirs: Sequence[str | Path] | None = None) -> "WindowIndex":
+        """`codes_dirs[i]` holds the extract-codes stores of `dirs[i]` (same shard names and rows)."""
+        if codes_dirs is not None and len(codes_dirs) != len(dirs):
+            raise ValueError(f"{len(codes_dirs)} code folders for {len(dirs)} shard folders")
         frames = []
-        for d in dirs:
+        for i, d in enumerate(dirs):
             d = Path(d)
             index = pl.read_parquet(d / "index.parquet").with_columns(
                 shard_path=pl.lit(str(d) + "/") + pl.col("shard"), dataset=pl.lit(d.parent.name))
+            if codes_dirs is not None:
+                index = index.with_columns(codes_path=pl.lit(str(codes_dirs[i]) + "/") + pl.col("shard"))
             frames.append(index)
         table = pl.concat(frames, how="vertical") if frames else pl.DataFrame()
         if splits is not None:
@@ -79,8 +87,9 @@ class WindowBatches(Dataset):
     """Map-style dataset whose item i is global batch i of one epoch (use DataLoader(batch_size=None)).
 
     Returns a dict of tensors: x float32 [B, C, P, L], ch long [B, C], importance float32 [B, C, P, F],
-    window long [B] (row position in the index, for bookkeeping). With `rank`/`world_size`, only
-    this process's contiguous slice of the global batch is returned.
+    codes long [B, C, P, S, L] (field "codes", from the index's codes_path), window long [B] (row
+    position in the index, for bookkeeping). With `rank`/`world_size`, only this process's
+    contiguous slice of the global batch is returned.
     """
 
     def __init__(self, index: WindowIndex, batches: list[np.ndarray], *, rank: int = 0, world_size: int = 1,
@@ -90,6 +99,9 @@ class WindowBatches(Dataset):
         self.rank, self.world_size = rank, world_size
         self.fields = tuple(fields)
         self._shard_path = index.table["shard_path"].to_list()
+        if "codes" in self.fields and "codes_path" not in index.table.columns:
+            raise ValueError("field 'codes' needs a WindowIndex built with codes_dirs")
+        self._codes_path = index.table["codes_path"].to_list() if "codes" in self.fields else None
         self._row = index.table["row"].to_numpy()
         self._chunk = index.table["chunk"].to_numpy()
         self._cache: OrderedDict = OrderedDict()
@@ -113,11 +125,19 @@ class WindowBatches(Dataset):
         cw = shard.x.chunks[0]
         lo = int(self._row[pos]) // cw * cw
         hi = min(lo + cw, len(shard))
-        data = {name: np.asarray(getattr(shard, name)[lo:hi]) for name in self.fields}
+        data = {name: np.asarray(getattr(shard, name)[lo:hi]) for name in self.fields if name != "codes"}
+        if self._codes_path is not None:
+            data["codes"] = np.asarray(self._codes(self._codes_path[pos])[lo:hi])
         self._cache[key] = (lo, data)
         if len(self._cache) > self._cache_chunks:
             self._cache.popitem(last=False)
         return lo, data
+
+    def _codes(self, path: str):
+        arr = self._shards.get(("codes", path))
+        if arr is None:
+            arr = self._shards[("codes", path)] = open_group(path)["codes"]
+        return arr
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         # Contiguous slices: the ranks' rows gathered in rank order are the global batch in order,
@@ -133,5 +153,7 @@ class WindowBatches(Dataset):
             out["x"] = out["x"].float()
         if "ch" in out:
             out["ch"] = out["ch"].long()
+        if "codes" in out:
+            out["codes"] = out["codes"].long()
         out["window"] = torch.from_numpy(np.asarray(rows, dtype=np.int64))
         return out

@@ -72,3 +72,33 @@ def plot_reconstructions(x: np.ndarray, waveform: np.ndarray, labels: list[str],
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_level_accuracy(records: list[dict], path: Path, domains: list[str]) -> None:
+    """Masked-token accuracy per level, one panel per domain: training (teacher-forced, per logged step),
+    held-out (teacher-forced ● and inference ×) and the held-out majority-code baseline (dotted)."""
+    train = [r for r in records if r.get("kind") == "train" and "accuracy" in r]
+    held = [r for r in records if r.get("kind") == "heldout" and "accuracy" in r]
+    if not train:
+        return
+    acc = np.array([r["accuracy"] for r in train])  # [steps, domains, levels]
+    steps = [r["step"] for r in train]
+    fig, axes = plt.subplots(1, len(domains), figsize=(5.5 * len(domains), 4), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for s, dom in enumerate(domains):
+        ax = axes[0, s]
+        for lvl in range(acc.shape[2]):
+            c = colors[lvl % len(colors)]
+            ax.plot(steps, acc[:, s, lvl], color=c, lw=1, alpha=0.6, label=f"L{lvl} train")
+            if held:
+                hs = [r["step"] for r in held]
+                ax.plot(hs, [r["accuracy"][dom][lvl] for r in held], "o-", color=c, ms=4, label=f"L{lvl} held-out")
+                ax.plot(hs, [r["accuracy_inference"][dom][lvl] for r in held], "x", color=c, ms=6)
+                ax.axhline(held[-1]["majority"][dom][lvl], color=c, ls=":", lw=1)
+        ax.set(xlabel="step", ylabel="masked-token accuracy", title=f"{dom} codes", ylim=(0, None))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    fig.suptitle("per-level code accuracy (dotted: most common code's frequency; ×: inference path)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -57,7 +57,8 @@ def extract_codes(shards: str | Path, tokenizer: str | Path, out: str | Path, *,
     shards, out = Path(shards), Path(out)
     model, fingerprint = load_trained_tokenizer(tokenizer)
     index = pl.read_parquet(shards / "index.parquet")
-    stats = {"fingerprint": fingerprint, "reused": 0, "computed": 0, "windows": index.height}
+    stats = {"fingerprint": fingerprint, "domains": list(model.config.domains), "levels": model.config.levels,
+             "codebook_size": model.config.codebook_size, "reused": 0, "computed": 0, "windows": index.height}
     for shard_name in index["shard"].unique(maintain_order=True).to_list():
         dest = out / shard_name
         if dest.is_dir() and open_group(dest).attrs.get("tokenizer_fingerprint") == fingerprint:
@@ -68,7 +69,8 @@ def extract_codes(shards: str | Path, tokenizer: str | Path, out: str | Path, *,
         with atomic_path(dest, directory=True) as tmp:
             g = zarr.open_group(store=str(tmp), mode="w", zarr_format=3, attributes={
                 "tokenizer_fingerprint": fingerprint, "domains": list(model.config.domains),
-                "levels": model.config.levels, "source_shard": str(shards / shard_name)})
+                "levels": model.config.levels, "codebook_size": model.config.codebook_size,
+                "source_shard": str(shards / shard_name)})
             codes = g.create_array("codes", shape=(n, c, p, *model.config.code_shape),
                                    chunks=(min(n, shard.x.chunks[0]), c, p, *model.config.code_shape),
                                    dtype="int16", compressors=compressors("zstd"),

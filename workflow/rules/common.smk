@@ -12,6 +12,9 @@ PY = sys.executable  # the interpreter running snakemake: the project's venv, on
 DATASETS = list(CFG.datasets)
 DEMO_STAMP = f"{CACHE}/demo/fetched.json"
 TOKENIZER = CFG.tokenizer
+PRETRAIN = CFG.pretrain
+# A tokenizer trained elsewhere (tokenizer.pretrained) replaces this run's train_tokenizer.
+TOKENIZER_DIR = TOKENIZER.pretrained or f"{RESULTS}/tokenizer/{TOKENIZER.name}"
 
 
 wildcard_constraints:
@@ -36,15 +39,21 @@ def pretrain_shards():
     return [f"{RESULTS}/{name}/shards" for name, ds in CFG.datasets.items() if ds.role in ("pretrain", "both")]
 
 
-def accelerate_launch(rule_name):
+def pretrain_codes():
+    """Code folders of the pretraining datasets: this run's, or an existing store (`pretrain.codes`)."""
+    names = [name for name, ds in CFG.datasets.items() if ds.role in ("pretrain", "both")]
+    if PRETRAIN.codes:
+        return [ancient(f"{PRETRAIN.codes}/{name}") for name in names]
+    return [f"{RESULTS}/codes/{TOKENIZER.name}/{name}" for name in names]
+
+
+def accelerate_launch(rule_name, mixed):
     """`accelerate launch` with one process per GPU granted (one CPU process without GPUs)."""
     gpus = int(res(rule_name, "gpu", 0))
-    mixed = CFG.tokenizer.train.mixed_precision
     device = f"--num_processes {gpus} --multi_gpu" if gpus > 1 else ("--num_processes 1" if gpus else "--cpu --num_processes 1")
     return f"{PY} -m accelerate.commands.launch {device} --num_machines 1 --mixed_precision {mixed} --dynamo_backend no"
 
 
 def all_outputs():
-    return all_shards() + [f"{RESULTS}/tokenizer/{TOKENIZER.name}/metrics.json"] + [
-        f"{RESULTS}/codes/{TOKENIZER.name}/{ds}" for ds in DATASETS
-    ]
+    tokenizer = [] if TOKENIZER.pretrained else [f"{RESULTS}/tokenizer/{TOKENIZER.name}/metrics.json"]
+    return all_shards() + tokenizer + [f"{RESULTS}/pretrain/{PRETRAIN.name}/metrics.json"]

@@ -11,7 +11,7 @@ rule train_tokenizer:
     params:
         settings=json.dumps(to_dict(TOKENIZER), sort_keys=True),
         out=f"{RESULTS}/tokenizer/{TOKENIZER.name}",
-        launch=accelerate_launch("train_tokenizer"),
+        launch=accelerate_launch("train_tokenizer", TOKENIZER.train.mixed_precision),
     # Checkpoints live beside the outputs and survive a failed or killed job: a rerun resumes.
     log:
         f"{RESULTS}/logs/train_tokenizer.log",
@@ -29,12 +29,12 @@ rule train_tokenizer:
 
 rule extract_codes:
     input:
-        model=rules.train_tokenizer.output.model,
+        model=ancient(f"{TOKENIZER_DIR}/model.safetensors") if TOKENIZER.pretrained else rules.train_tokenizer.output.model,
         shards=f"{RESULTS}/{{dataset}}/shards",
     output:
         directory(f"{RESULTS}/codes/{TOKENIZER.name}/{{dataset}}"),
     params:
-        tokenizer=f"{RESULTS}/tokenizer/{TOKENIZER.name}",
+        tokenizer=TOKENIZER_DIR,
     log:
         f"{RESULTS}/logs/{{dataset}}/extract_codes.log",
     benchmark:

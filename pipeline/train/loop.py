@@ -1,0 +1,198 @@
+"""The training loop every torch stage shares: Accelerate, AdamW + warm-up/cosine, clipping, gradient
+accumulation, checkpoints that resume exactly, JSON-lines metrics, periodic held-out evaluation.
+
+What differs between stages is passed in: how an epoch's data is built (`make_data`), how a batch becomes a
+loss (`train_step`), what is evaluated (`evaluate`) and what is published at the end (`publish`).
+
+Determinism contract (tested for the tokenizer and pretraining): the data order is a pure function of
+(seed, epoch), the DataLoader has its own generator, and a checkpoint stores step, epoch and the batch within
+the epoch plus the RNG state, so a resumed run replays exactly the batches an uninterrupted run would see.
+Gradient accumulation splits each global batch into micro-batches: it trades memory for time and
+leaves the batch order, and therefore the run, unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import Dataset
+
+from pipeline.config import TrainConfig
+from pipeline.train.checkpoint import latest, load_checkpoint, save_checkpoint
+from pipeline.train.metrics import MetricsLog
+from pipeline.train.schedule import warmup_cosine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepResult:
+    # differentiable: the batch's mean loss, or — when fit() is given `count` — its SUM over the counted items
+    loss: torch.Tensor
+    record: dict[str, Any]  # JSON-able numbers for metrics.jsonl; a "losses" dict (means) is averaged
+
+
+@dataclass
+class FitResult:
+    step: int
+    records: list[dict]
+    evaluation: dict = field(default_factory=dict)  # the final held-out evaluation (main process)
+
+
+def make_accelerator(tc: TrainConfig) -> Accelerator:
+    accelerator = Accelerator(mixed_precision=tc.mixed_precision, cpu=not torch.cuda.is_available())
+    set_seed(tc.seed)
+    if tc.deterministic:
+        torch.use_deterministic_algorithms(True)
+    return accelerator
+
+
+def adamw(model: torch.nn.Module, tc: TrainConfig, *, param_groups: list[dict] | None = None) -> torch.optim.AdamW:
+    """AdamW without weight decay on biases, norms and embeddings (BEiT/LaBraM practice)."""
+    if param_groups is None:
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or "embed" in name or "token" in name else decay).append(p)
+        param_groups = [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(param_groups, lr=tc.lr, betas=(0.9, 0.99))
+
+
+def _loader(dataset: Dataset, num_workers: int, start: int) -> torch.utils.data.DataLoader:
+    # Its own generator: a DataLoader otherwise draws its worker seed from the global RNG when an
+    # iterator starts, which would shift the RNG stream of a resumed run.
+    return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(start, len(dataset)),
+                                       num_workers=num_workers, generator=torch.Generator().manual_seed(start),
+                                       persistent_workers=False)
+
+
+def _micro_batches(batch: dict[str, torch.Tensor], n: int) -> list[dict[str, torch.Tensor]]:
+    if n <= 1:
+        return [batch]
+    size = len(batch["window"])
+    bounds = np.array_split(np.arange(size), min(n, size))
+    return [{k: v[idx[0]:idx[-1] + 1] for k, v in batch.items()} for idx in bounds]
+
+
+def _merge_records(records: list[dict], weights: list[float] | None = None) -> dict:
+    out = dict(records[-1])
+    if weights is not None and sum(weights) <= 0:
+        weights = None
+    if "losses" in out:
+        out["losses"] = {k: float(np.average([r["losses"][k] for r in records], weights=weights)) for k in out["losses"]}
+    return out
+
+
+def _global_losses(accelerator: Accelerator, losses: dict[str, float], local: float, total: float) -> dict[str, float]:
+    """Per-process mean losses → the global batch's mean losses (weighted by each process's item count)."""
+    if accelerator.num_processes == 1:
+        return losses
+    keys = sorted(losses)
+    summed = accelerator.reduce(torch.tensor([losses[k] * local for k in keys], device=accelerator.device), "sum")
+    return {k: float(v) / max(total, 1.0) for k, v in zip(keys, summed.tolist())}
+
+
+def fit(model: torch.nn.Module, out: Path, tc: TrainConfig, accelerator: Accelerator, *,
+        make_data: Callable[[int, int], Dataset],
+        train_step: Callable[[torch.nn.Module, dict], StepResult],
+        evaluate: Callable[[torch.nn.Module, int], dict] | None = None,
+        count: Callable[[dict], torch.Tensor] | None = None,
+        state_extra: dict | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        stop_after: int | None = None) -> FitResult:
+    """Train `model` into `out` (checkpoints/, metrics.jsonl) until `tc.max_steps` (or `stop_after`).
+
+    make_data(epoch, first_step) → map-style dataset of this process's slices of the epoch's global batches,
+    where first_step is the global step of the epoch's first batch (for step-based curricula).
+    evaluate(raw_model, step) → metrics dict, run on the main process every `eval_every` steps and at the end.
+    count(batch) → number of loss items (e.g. masked tokens) in a (micro-)batch. When the count varies between
+    batches, a mean per process or micro-batch would weight items unequally; with `count`, train_step returns
+    loss sums and the loop divides by the global batch's count (one all-reduce of a scalar), so N processes
+    and any accumulation compute exactly the gradient of one process on the whole batch.
+    """
+    optimizer = optimizer or adamw(model, tc)
+    scheduler = warmup_cosine(optimizer, warmup_steps=tc.warmup_steps, total_steps=tc.max_steps,
+                              min_ratio=tc.min_lr_ratio)
+    ckpt_root = out / "checkpoints"
+    step, epoch, batch_in_epoch = 0, 0, 0
+    resume = latest(ckpt_root)
+    if resume is not None:
+        state = load_checkpoint(resume, model=model, optimizer=optimizer, scheduler=scheduler)
+        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        log.info("resumed from %s (step %d)", resume, step)
+    metrics = MetricsLog(out / "metrics.jsonl", resume_from_step=step if resume else None)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw_model = accelerator.unwrap_model(model)
+    extra = dict(state_extra or {})
+    end = tc.max_steps if stop_after is None else min(tc.max_steps, stop_after)
+
+    def checkpoint() -> None:
+        if accelerator.is_main_process:
+            save_checkpoint(ckpt_root, step=step, model=raw_model, optimizer=optimizer, scheduler=scheduler,
+                            state={"epoch": epoch, "batch_in_epoch": batch_in_epoch, **extra})
+        accelerator.wait_for_everyone()
+
+    t_last, patches_since = time.perf_counter(), 0
+    while step < end:
+        data = make_data(epoch, step - batch_in_epoch)
+        if len(data) == 0:
+            raise ValueError(f"{out}: not one full batch of {tc.batch_size} windows to train on")
+        for batch in _loader(data, tc.num_workers, batch_in_epoch):
+            model.train()
+            micro = [{k: v.to(accelerator.device) for k, v in mb.items()}
+                     for mb in _micro_batches(batch, tc.grad_accum)]
+            if count is not None:
+                counts = [float(count(mb)) for mb in micro]
+                local = sum(counts)
+                total = float(accelerator.reduce(torch.tensor([local], device=accelerator.device), "sum"))
+                # DDP averages gradients over processes: scale sums so the average is the global mean's gradient
+                scale = accelerator.num_processes / max(total, 1.0)
+            records = []
+            for j, mb in enumerate(micro):
+                sync = contextlib.nullcontext() if j == len(micro) - 1 else accelerator.no_sync(model)
+                with sync:
+                    with accelerator.autocast():
+                        result = train_step(model, mb)
+                    accelerator.backward(result.loss * scale if count is not None else result.loss / len(micro))
+                records.append(result.record)
+            record = _merge_records(records, counts if count is not None else None)
+            if count is not None and "losses" in record:
+                record["losses"] = _global_losses(accelerator, record["losses"], local, total)
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            batch_in_epoch += 1
+            x = batch["x"]
+            patches_since += int(x.shape[0] * x.shape[1] * x.shape[2]) * accelerator.num_processes
+            if accelerator.is_main_process and (step % tc.log_every == 0 or step == 1):
+                now = time.perf_counter()
+                metrics.write({"kind": "train", "step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
+                               **record, "grad_norm": float(grad_norm),
+                               "patches_per_s": patches_since / max(now - t_last, 1e-9)})
+                t_last, patches_since = now, 0
+            if evaluate is not None and step % tc.eval_every == 0 and accelerator.is_main_process:
+                metrics.write({"kind": "heldout", "step": step, **evaluate(raw_model, step)})
+            if step % tc.checkpoint_every == 0:
+                checkpoint()
+            if step >= end:
+                break
+        else:
+            epoch, batch_in_epoch = epoch + 1, 0
+    checkpoint()
+    final: dict = {}
+    if accelerator.is_main_process and step >= tc.max_steps and evaluate is not None:
+        final = evaluate(raw_model, step)
+        metrics.write({"kind": "heldout", "step": step, **final})
+    accelerator.wait_for_everyone()
+    return FitResult(step=step, records=metrics.read() if accelerator.is_main_process else [], evaluation=final)

@@ -1,0 +1,201 @@
+"""Pretraining: hierarchical heads condition for real, training on demo codes learns, resumes exactly,
+2 processes match 1, and code stores from another tokenizer are refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipeline.config import MaskConfig, PretrainSection, TokenizerSection, TrainConfig
+from pipeline.models.backbone import BackboneConfig
+from pipeline.models.pretrain import CodeHeads, PretrainConfig, PretrainModel
+from pipeline.stages.extract_codes import extract_codes
+from pipeline.train.checkpoint import latest
+from pipeline.train.pretrain import CodeStoreMismatch, check_code_stores, load_pretrained_folder, pretrain
+from pipeline.train.tokenizer import train_tokenizer
+
+
+def _heads(hierarchical: bool) -> CodeHeads:
+    torch.manual_seed(0)
+    cfg = PretrainConfig(backbone=BackboneConfig.demo(embed_dim=32, heads=4), codebook_size=16,
+                         hierarchical=hierarchical)
+    heads = CodeHeads(cfg)
+    for p in heads.parameters():  # break LayerNorm/bias symmetry so every path carries signal
+        torch.nn.init.normal_(p, std=0.5)
+    return heads
+
+
+def test_level_k_is_conditioned_on_the_codes_below():
+    heads = _heads(hierarchical=True)
+    h = torch.randn(64, 32)
+    codes = torch.randint(0, 16, (64, 2, 3))
+    changed = codes.clone()
+    changed[:, 0, 0] = (codes[:, 0, 0] + 1) % 16  # another level-0 time code
+    a, _ = heads(h, codes)
+    b, _ = heads(h, changed)
+    torch.testing.assert_close(a[0][0], b[0][0])  # level 0 sees only the state
+    assert (a[0][1] - b[0][1]).abs().max() > 1e-3  # level 1 depends on the level-0 code
+    assert (a[0][2] - b[0][2]).abs().max() > 1e-3  # and level 2 on it too
+    torch.testing.assert_close(a[1][1], b[1][1])  # the other domain is untouched
+    changed2 = codes.clone()
+    changed2[:, 0, 1] = (codes[:, 0, 1] + 1) % 16
+    c, _ = heads(h, changed2)
+    torch.testing.assert_close(a[0][1], c[0][1])  # level 1 does not see its own code…
+    assert (a[0][2] - c[0][2]).abs().max() > 1e-3  # …level 2 does
+
+
+def test_independent_heads_ablation_ignores_lower_codes():
+    heads = _heads(hierarchical=False)
+    h = torch.randn(16, 32)
+    codes = torch.randint(0, 16, (16, 2, 3))
+    a, _ = heads(h, codes)
+    b, _ = heads(h, (codes + 5) % 16)
+    for s in range(2):
+        for lvl in range(3):
+            torch.testing.assert_close(a[s][lvl], b[s][lvl])
+
+
+def test_inference_path_conditions_on_its_own_predictions():
+    heads = _heads(hierarchical=True)
+    h = torch.randn(32, 32)
+    logits, used = heads(h, None)
+    for s in range(2):
+        assert torch.equal(used[:, s, 0], logits[s][0].argmax(-1))
+    # Teacher forcing with the model's own predictions reproduces the inference logits exactly.
+    forced, _ = heads(h, used)
+    for s in range(2):
+        for lvl in range(3):
+            torch.testing.assert_close(forced[s][lvl], logits[s][lvl])
+    assert torch.equal(used[:, 0, 1], logits[0][1].argmax(-1))
+
+
+def test_symmetric_pass_scores_every_valid_patch_once_per_pass():
+    torch.manual_seed(0)
+    model = PretrainModel(PretrainConfig(backbone=BackboneConfig.demo(vocab_size=32, max_patches=8), codebook_size=8))
+    x, ch = torch.randn(2, 3, 4, 200), torch.tensor([[0, 1, -1], [2, 3, 4]])
+    codes = torch.randint(0, 8, (2, 3, 4, 2, 3))
+    mask = torch.rand(2, 3, 4) < 0.5
+    out = model(x, ch, codes, mask)
+    assert out.n_targets == int((ch >= 0).sum()) * 4  # mask + complement cover each valid patch once
+    assert torch.isfinite(out.loss)
+    one_pass = PretrainModel(PretrainConfig(backbone=model.config.backbone, codebook_size=8, symmetric=False))
+    assert one_pass(x, ch, codes, mask).n_targets == int((mask & (ch >= 0)[:, :, None]).sum())
+
+
+# --------------------------------------------------------------------------- on real demo codes
+
+
+@pytest.fixture(scope="module")
+def demo_codes(demo_shards, tmp_path_factory) -> tuple[list[Path], list[Path], Path]:
+    """A briefly trained demo tokenizer and its codes for the demo shards."""
+    root = tmp_path_factory.mktemp("pretrain_codes")
+    section = TokenizerSection(model={"dead_code_threshold": 2.0, "commitment_weight": 0.25}, eval_windows=8,
+                               train=TrainConfig(batch_size=8, max_steps=40, lr=2e-3, warmup_steps=5,
+                                                 checkpoint_every=40, eval_every=100, log_every=10))
+    train_tokenizer(demo_shards, root / "tok", section)
+    codes = []
+    for shards in demo_shards:
+        codes.append(root / "codes" / shards.parent.name)
+        extract_codes(shards, root / "tok", codes[-1])
+    return demo_shards, codes, root / "tok"
+
+
+def _section(**train) -> PretrainSection:
+    base = dict(batch_size=8, max_steps=6, lr=2e-3, warmup_steps=2, checkpoint_every=2, eval_every=100, log_every=1)
+    return PretrainSection(model={"backbone": {"embed_dim": 32, "depth": 2, "heads": 4}},
+                           train=TrainConfig(**{**base, **train}), eval_windows=16)
+
+
+@pytest.mark.slow
+def test_short_pretraining_beats_the_most_common_code(demo_codes, tmp_path: Path):
+    shards, codes, _ = demo_codes
+    result = pretrain(shards, codes, tmp_path, _section(max_steps=60, checkpoint_every=60, eval_every=30))
+    held = result.heldout
+    for domain in ("time", "freq"):
+        # Held-out windows (subject s02, never trained on): level-0 codes are predicted better than by always
+        # answering the most common code.
+        assert held["accuracy"][domain][0] > held["majority"][domain][0] + 0.02, held
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    assert train[-1]["losses"]["loss"] < train[0]["losses"]["loss"] - 1.0
+    for name in ("model.safetensors", "metrics.json", "loss.png", "accuracy.png"):
+        assert (tmp_path / name).is_file(), name
+    model, meta = load_pretrained_folder(tmp_path)
+    assert meta["tokenizer_fingerprint"] == json.loads((codes[0] / "fingerprint.json").read_text())["fingerprint"]
+    assert model.config.codebook_size == 512 and model.config.domains == ("time", "freq")
+
+
+def test_pretraining_resumes_exactly(demo_codes, tmp_path: Path):
+    shards, codes, _ = demo_codes
+    section = _section(max_steps=6, deterministic=True)
+    pretrain(shards, codes, tmp_path / "full", section)
+    part = pretrain(shards, codes, tmp_path / "resumed", section, stop_after=3)  # killed after step 3…
+    assert part.step == 3 and latest(tmp_path / "resumed" / "checkpoints").name == "step-0000003"
+    pretrain(shards, codes, tmp_path / "resumed", section)  # …and rerun
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_masks_follow_the_window_not_the_batch(demo_codes):
+    from pipeline.data.windows import WindowBatches, WindowIndex
+    from pipeline.train.pretrain import FIELDS, MaskedBatches
+
+    shards, codes, _ = demo_codes
+    index = WindowIndex.from_shard_dirs(shards, splits=["train"], codes_dirs=codes)
+    rows = np.arange(8)
+    whole = MaskedBatches(WindowBatches(index, [rows], fields=FIELDS), MaskConfig(), seed=1, epoch=0, first_step=0,
+                          total_steps=10)[0]
+    halves = [MaskedBatches(WindowBatches(index, [rows], rank=r, world_size=2, fields=FIELDS), MaskConfig(), seed=1,
+                            epoch=0, first_step=0, total_steps=10)[0] for r in (0, 1)]
+    assert torch.equal(whole["mask"], torch.cat([h["mask"] for h in halves]))
+    assert torch.equal(whole["codes"], torch.cat([h["codes"] for h in halves]))
+    assert whole["codes"].shape[1:] == (19, 10, 2, 3)
+
+
+def test_codes_from_another_tokenizer_are_refused(demo_codes, tmp_path: Path):
+    shards, codes, _ = demo_codes
+    meta = check_code_stores(shards, codes)
+    with pytest.raises(CodeStoreMismatch, match="this run's tokenizer"):
+        check_code_stores(shards, codes, expect_fingerprint="0" * 16)
+    other = tmp_path / "other"
+    shutil.copytree(codes[1], other)
+    stamp = json.loads((other / "fingerprint.json").read_text())
+    (other / "fingerprint.json").write_text(json.dumps({**stamp, "fingerprint": "f" * 16}))
+    with pytest.raises(CodeStoreMismatch, match="different tokenizers"):
+        check_code_stores(shards, [codes[0], other])
+    assert meta.levels == 3
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_at_the_same_global_batch(demo_codes, tmp_path: Path):
+    shards, codes, _ = demo_codes
+    settings = json.dumps({"model": {"backbone": {"embed_dim": 32, "depth": 2, "heads": 4}}, "eval_windows": 8,
+                           "train": {"batch_size": 8, "max_steps": 4, "warmup_steps": 2, "checkpoint_every": 2,
+                                     "eval_every": 100, "log_every": 1}})
+    args = ["-m", "pipeline", "pretrain", "--shards", *map(str, shards), "--codes", *map(str, codes),
+            "--settings", settings]
+    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *args,
+                          "--out", str(tmp_path / "two")], capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+
+    def losses(run: str) -> list[float]:
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(x)["losses"]["loss"] for x in lines if json.loads(x)["kind"] == "train"]
+
+    np.testing.assert_allclose(losses("two"), losses("one"), rtol=1e-4)
+    a, b = load_file(str(tmp_path / "one" / "model.safetensors")), load_file(str(tmp_path / "two" / "model.safetensors"))
+    flat_a = torch.cat([a[k].float().flatten() for k in sorted(a)])
+    flat_b = torch.cat([b[k].float().flatten() for k in sorted(a)])
+    assert float((flat_a - flat_b).norm() / flat_a.norm()) < 1e-4
