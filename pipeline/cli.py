@@ -18,6 +18,9 @@ STAGES = {
     "train-tokenizer": ("train_tokenizer", "train a DD-RVQ / NeuroRVQ / LaBraM tokenizer on shards"),
     "extract-codes": ("extract_codes", "tokenize every window of a dataset → code stores"),
     "pretrain": ("pretrain", "masked hierarchical code prediction on cached codes → pretrained encoder"),
+    "embed": ("embed", "features from your own EDF files: one embedding per window → parquet"),
+    "finetune": ("finetune", "fine-tune and evaluate one method × seed on a dataset's labelled samples"),
+    "tables": ("tables", "gather fine-tuning results → Markdown/CSV tables beside the published numbers"),
 }
 
 

@@ -20,7 +20,9 @@ from typing import Any, Literal, Mapping
 import yaml
 
 Role = Literal["pretrain", "downstream", "both"]
-Format = Literal["auto", "edf", "bdf", "bids"]
+# auto/edf/bdf/bids: generic; the rest are dataset adapters reading a public release's layout (pipeline.io.adapters)
+Format = Literal["auto", "edf", "bdf", "bids", "tuab", "tuev", "chbmit", "bciciv2a", "physionet_mi", "seedv", "shu_mi",
+                 "mental_arithmetic", "epochs_fif", "trials_npz"]
 
 
 class ConfigError(ValueError):
@@ -67,16 +69,41 @@ class PatchConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    # Subject-independent splits: subjects listed here go to val/test, everyone else to train.
+    # Subject-independent splits: a release's official split wins (TUAB/TUEV train/eval, BCIC-IV-2a T/E
+    # sessions); otherwise subjects listed here go to val/test, everyone else to train.
     val: tuple[str, ...] = ()
     test: tuple[str, ...] = ()
+    # Validation carved from the training part: this fraction of the training subjects (unit "subject",
+    # chosen by a hash of the subject id, so stable) or, when there are too few subjects (the demo's one),
+    # the last fraction of each training recording's windows (unit "time").
+    val_fraction: float = 0.0
+    val_unit: Literal["subject", "time"] = "subject"
+    official: bool = True  # use the release's own split where it has one (false: subjects as listed here only)
 
-    def split_of(self, subject: str) -> str:
+    def split_of(self, subject: str, official: str = "") -> str:
         if subject in self.test:
             return "test"
         if subject in self.val:
             return "val"
-        return "train"
+        return (official if self.official else "") or "train"
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """Which windows become labelled samples for fine-tuning, and their classes (config/datasets/*.yaml)."""
+
+    mode: Literal["none", "recording", "events", "intervals", "spans"] = "none"
+    classes: tuple[str, ...] = ()  # class order = class index; binary tasks list the negative class first
+    map: Mapping[str, str] = field(default_factory=dict)  # release label → class; others must already be a class
+    window_s: float | None = None  # the downstream window (None: the dataset's patch.window_s)
+    offset_s: float = 0.0  # events: window starts at onset + offset_s
+    background: str | None = None  # intervals: class of windows outside every interval (None: dropped)
+
+    def class_of(self, label: str | None) -> str | None:
+        if not label:
+            return None
+        label = self.map.get(label, label)
+        return label if label in self.classes else None
 
 
 @dataclass(frozen=True)
@@ -98,6 +125,7 @@ class DatasetConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     patch: PatchConfig = field(default_factory=PatchConfig)
     splits: SplitConfig = field(default_factory=SplitConfig)
+    labels: LabelConfig = field(default_factory=LabelConfig)
 
 
 @dataclass(frozen=True)
@@ -185,6 +213,49 @@ class PretrainSection:
     # extract-codes. null = this run's own <results>/codes/<tokenizer name>/. Its fingerprint must match the
     # tokenizer's.
     codes: str | None = None
+    # Pretraining ablations, each a run <results>/pretrain/<name> with these overrides of `model` and `mask`
+    # (e.g. random-mask: {mask: {strategy: random}}; flat-heads: {model: {hierarchical: false}}).
+    ablations: Mapping[str, Any] = field(default_factory=dict)
+
+    def ablation(self, name: str) -> "PretrainSection":
+        """The section of ablation run `name`: this one with its overrides, named `name`, without ablations."""
+        if name not in self.ablations:
+            raise ConfigError(f"pretrain.ablations: no ablation {name!r}; configured: {sorted(self.ablations)}")
+        over = dict(self.ablations[name])
+        unknown = sorted(set(over) - {"model", "mask"})
+        if unknown:
+            raise ConfigError(f"pretrain.ablations.{name}: only model and mask can be overridden, not {unknown}")
+        model = {**dict(self.model), **dict(over.get("model", {}))}
+        mask = from_mapping(MaskConfig, {**to_dict(self.mask), **dict(over.get("mask", {}))},
+                            f"pretrain.ablations.{name}.mask")
+        return dataclasses.replace(self, name=name, model=model, mask=mask, ablations={})
+
+
+@dataclass(frozen=True)
+class FinetuneSection:
+    """Downstream evaluation, per dataset × method × seed (pipeline.train.finetune)."""
+
+    # full: pretrained, all layers (layer-wise lr decay); probe: pretrained, frozen backbone + linear head;
+    # scratch: the same backbone randomly initialised; logreg: log band powers + logistic regression (a floor);
+    # ablation:<name>: full fine-tuning of the pretraining ablation <name> (pretrain.ablations)
+    methods: tuple[str, ...] = ("full", "probe", "scratch", "logreg")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 5e-4
+    probe_lr: float = 5e-3
+    layer_decay: float = 0.65
+    weight_decay: float = 0.05
+    warmup_epochs: int = 1
+    min_lr_ratio: float = 0.01
+    label_smoothing: float = 0.1  # multi-class CE only
+    class_weights: bool = False  # inverse-frequency class weights in the loss
+    dropout: float = 0.0
+    grad_clip: float = 3.0
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    num_workers: int = 0
+    deterministic: bool = False
+    primary_metric: str = "balanced_accuracy"  # model selection on the validation split
 
 
 @dataclass(frozen=True)
@@ -196,6 +267,7 @@ class PipelineConfig:
     dask: DaskConfig = field(default_factory=DaskConfig)
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
     pretrain: PretrainSection = field(default_factory=PretrainSection)
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,9 +346,35 @@ def _merged(base: Mapping[str, Any] | None, override: Mapping[str, Any] | None) 
     return {**dict(base or {}), **dict(override or {})}
 
 
+def merge_dataset_files(raw: Mapping[str, Any], *, base_dir: Path | None = None) -> dict[str, Any]:
+    """`dataset_files: [config/datasets/tuab.yaml, …]` → their `datasets:` entries merged into `datasets`.
+
+    An entry written in the config itself wins key by key over the file's (e.g. a local `path:`), so a
+    dataset is a YAML entry shared by every config that lists it.
+    """
+    raw = dict(raw)
+    datasets: dict[str, Any] = {}
+    for name in raw.get("dataset_files") or []:
+        # relative to base_dir (the workflow), else the current folder, else this repository
+        candidates = [Path(name)] if Path(name).is_absolute() else [
+            d / name for d in (base_dir, Path.cwd(), Path(__file__).resolve().parents[1]) if d is not None]
+        path = next((c for c in candidates if c.is_file()), candidates[0])
+        if not path.is_file():
+            raise ConfigError(f"dataset_files: {name} does not exist (looked in {[str(c) for c in candidates]})")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, Mapping) or not isinstance(loaded.get("datasets"), Mapping):
+            raise ConfigError(f"{path}: expected a top-level `datasets:` mapping")
+        datasets.update(loaded["datasets"])
+    for name, entry in dict(raw.get("datasets") or {}).items():
+        datasets[name] = {**dict(datasets.get(name, {})), **dict(entry or {})}
+    raw["datasets"] = datasets
+    return raw
+
+
 def parse_config(raw: Mapping[str, Any], *, base_dir: Path | None = None) -> PipelineConfig:
     """Build the typed config from an already-loaded YAML mapping (as Snakemake holds it)."""
-    raw = dict(raw)
+    raw = merge_dataset_files(raw, base_dir=base_dir)
+    raw.pop("dataset_files", None)
     defaults = {k: raw.get(k) for k in ("preprocess", "patch", "montage", "ingest")}
     datasets = {}
     for name, entry in dict(raw.get("datasets") or {}).items():
@@ -308,6 +406,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path | None = None) -> Pip
         dask=from_mapping(DaskConfig, raw.get("dask"), "dask"),
         tokenizer=from_mapping(TokenizerSection, raw.get("tokenizer"), "tokenizer"),
         pretrain=from_mapping(PretrainSection, raw.get("pretrain"), "pretrain"),
+        finetune=from_mapping(FinetuneSection, raw.get("finetune"), "finetune"),
     )
     return cfg
 
@@ -340,16 +439,26 @@ class PatchSettings:
 
     patch: PatchConfig = field(default_factory=PatchConfig)
     splits: SplitConfig = field(default_factory=SplitConfig)
+    labels: LabelConfig = field(default_factory=LabelConfig)  # mode none: tiled, unlabelled (pretraining)
 
 
 def stage_settings(ds: DatasetConfig, stage: str) -> Any:
-    """The typed settings one stage of one dataset runs with."""
+    """The typed settings one stage of one dataset runs with ("samples": the labelled downstream windows)."""
     by_stage = {
         "ingest": ds.ingest,
         "montage": ds.montage,
         "preprocess": ds.preprocess,
         "patch": PatchSettings(patch=ds.patch, splits=ds.splits),
     }
+    if ds.labels.mode != "none":
+        window = ds.labels.window_s or ds.patch.window_s
+        # Chunks and shards keep about the pretraining windows' duration: 1 s samples in 4-window chunks would
+        # make every batch decode dozens of tiny chunks.
+        scale = max(1, int(round(ds.patch.window_s / window)))
+        samples = dataclasses.replace(ds.patch, window_s=window, stride_s=None,
+                                      chunk_windows=ds.patch.chunk_windows * scale,
+                                      windows_per_shard=ds.patch.windows_per_shard * scale)
+        by_stage["samples"] = PatchSettings(patch=samples, splits=ds.splits, labels=ds.labels)
     if stage not in by_stage:
         raise ConfigError(f"no settings for stage {stage!r}; known: {sorted(by_stage)}")
     return by_stage[stage]

@@ -371,13 +371,11 @@ def test_eegmat_rest_and_task_from_file_names(tmp_path: Path):
     ("mental_arithmetic", "recording", ["rest", "task"]),
 ])
 def test_dataset_configs_name_their_adapter_and_classes(repo_root: Path, name: str, mode: str, classes: list[str]):
-    import yaml
-
+    from pipeline.config import load_config
     from pipeline.montage.channel_sets import load_channel_set
 
-    entry = yaml.safe_load((repo_root / "config" / "datasets" / f"{name}.yaml").read_text())[name]
-    assert entry["format"] == name and name in ADAPTERS and entry["role"] == "downstream"
-    assert entry["labels"]["mode"] == mode and entry["labels"]["classes"] == classes
-    assert load_channel_set(entry["montage"]["channels"])
-    paper = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())["datasets"][name]
-    assert (entry["path"], entry["mains"], entry["patch"]) == (paper["path"], paper["mains"], paper["patch"])
+    ds = load_config(repo_root / "config" / "config.yaml").datasets[name]  # via dataset_files, typed and checked
+    assert ds.format == name and name in ADAPTERS and ds.role == "downstream"
+    assert ds.labels.mode == mode and list(ds.labels.classes) == classes
+    assert load_channel_set(ds.montage.channels)
+    assert ds.splits.val or ds.splits.val_fraction > 0  # every dataset has a validation split for model selection

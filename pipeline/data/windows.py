@@ -157,3 +157,13 @@ class WindowBatches(Dataset):
             out["codes"] = out["codes"].long()
         out["window"] = torch.from_numpy(np.asarray(rows, dtype=np.int64))
         return out
+
+
+def recording_hashes(index: WindowIndex) -> dict[str, str]:
+    """content_sha256 → "recording (source path)" of every recording with windows in `index` (shard attributes):
+    what the leakage guard compares between a pretraining corpus and a test split."""
+    out = {}
+    for path in index.table["shard_path"].unique(maintain_order=True).to_list():
+        attrs = open_shard(path).attrs
+        out[attrs["content_sha256"]] = f"{attrs['recording']} ({attrs['source_path']})"
+    return out

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="EDF/BDF file, folder of them, or BIDS root")
     parser.add_argument("--out", required=True, help="folder for manifest.parquet and events.parquet")
     parser.add_argument("--dataset", default=None, help="dataset name (default: the source folder's name)")
-    parser.add_argument("--format", default="auto", choices=["auto", "edf", "bdf", "bids"])
+    parser.add_argument("--format", default="auto", help="auto | edf | bdf | bids | a dataset adapter (tuab, tuev, …)")
     parser.add_argument("--settings", default=None, help="IngestConfig as JSON (or @file)")
     parser.add_argument("--strict", action="store_true", help="stop at the first unusable recording")
 
@@ -47,6 +47,8 @@ def _row(src: SourceFile, dataset: str) -> dict:
         "dropped_channels": [],
         "channel_names": [],
         "mains": src.mains,
+        "official_split": src.split,
+        "label": src.label,
     }
 
 
@@ -69,7 +71,7 @@ def read_into(row: dict, src: SourceFile, cfg: IngestConfig) -> list[dict]:
         channel_names=list(info.channel_names),
         dropped_channels=list(info.dropped),
     )
-    notes = list(info.notes)
+    notes = list(info.notes) + list(src.sidecar_notes)
     if info.dropped:
         notes.append(f"{len(info.dropped)} channel(s) at other sampling rates dropped: {', '.join(info.dropped)}")
     unknown_bad = sorted(set(src.bad_channels) - set(info.channel_names))
@@ -82,9 +84,10 @@ def read_into(row: dict, src: SourceFile, cfg: IngestConfig) -> list[dict]:
         )
     if not set(info.channel_names) - set(src.bad_channels):
         raise RecordingError(f"{src.path}: every channel is marked bad in channels.tsv")
-    # BIDS events.tsv is the curated label source; EDF+ annotations are used where there is none.
+    # BIDS events.tsv / a release's label files are the curated source; EDF+ annotations are used where there is none.
     if src.events:
-        events = [(o, d, t, "bids") for o, d, t in src.events]
+        source = "bids" if src.path.name.endswith(("_eeg.edf", "_eeg.bdf")) else "release"
+        events = [(o, d, t, source) for o, d, t in src.events]
     else:
         events = [(o, d, t, "edf+") for o, d, t in info.annotations]
     return [

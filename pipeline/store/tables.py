@@ -32,6 +32,8 @@ MANIFEST_SCHEMA = pa.schema([
     ("bad_channels", _list_str),
     ("dropped_channels", _list_str),
     ("mains", pa.float64()),
+    ("official_split", pa.string()),  # the release's own split (train | test), "" when it has none
+    ("label", pa.string()),  # recording-level label from the release, "" when labels are time-locked
     ("status", pa.string()),
     ("reason", pa.string()),
 ])
@@ -41,7 +43,7 @@ EVENTS_SCHEMA = pa.schema([
     ("onset_s", pa.float64()),
     ("duration_s", pa.float64()),
     ("label", pa.string()),
-    ("source", pa.string()),  # edf+ | bids
+    ("source", pa.string()),  # edf+ | bids | release (a dataset adapter's label files)
 ])
 
 # standardize: the manifest plus the channel plan of each recording.

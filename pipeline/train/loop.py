@@ -142,6 +142,7 @@ def fit(model: torch.nn.Module, out: Path, tc: TrainConfig, accelerator: Acceler
         accelerator.wait_for_everyone()
 
     t_last, patches_since = time.perf_counter(), 0
+    evaluated: tuple[int, dict] = (-1, {})
     while step < end:
         data = make_data(epoch, step - batch_in_epoch)
         if len(data) == 0:
@@ -182,7 +183,8 @@ def fit(model: torch.nn.Module, out: Path, tc: TrainConfig, accelerator: Acceler
                                "patches_per_s": patches_since / max(now - t_last, 1e-9)})
                 t_last, patches_since = now, 0
             if evaluate is not None and step % tc.eval_every == 0 and accelerator.is_main_process:
-                metrics.write({"kind": "heldout", "step": step, **evaluate(raw_model, step)})
+                evaluated = (step, evaluate(raw_model, step))
+                metrics.write({"kind": "heldout", "step": step, **evaluated[1]})
             if step % tc.checkpoint_every == 0:
                 checkpoint()
             if step >= end:
@@ -192,7 +194,10 @@ def fit(model: torch.nn.Module, out: Path, tc: TrainConfig, accelerator: Acceler
     checkpoint()
     final: dict = {}
     if accelerator.is_main_process and step >= tc.max_steps and evaluate is not None:
-        final = evaluate(raw_model, step)
-        metrics.write({"kind": "heldout", "step": step, **final})
+        if evaluated[0] == step:  # the last step was an evaluation step: not twice
+            final = evaluated[1]
+        else:
+            final = evaluate(raw_model, step)
+            metrics.write({"kind": "heldout", "step": step, **final})
     accelerator.wait_for_everyone()
     return FitResult(step=step, records=metrics.read() if accelerator.is_main_process else [], evaluation=final)

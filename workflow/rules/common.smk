@@ -1,5 +1,6 @@
 # Shared by every rule file: the typed config, paths, per-stage settings, resources.
 import json
+import re
 import sys
 
 from pipeline.config import parse_config, stage_settings_json, to_dict
@@ -13,12 +14,20 @@ DATASETS = list(CFG.datasets)
 DEMO_STAMP = f"{CACHE}/demo/fetched.json"
 TOKENIZER = CFG.tokenizer
 PRETRAIN = CFG.pretrain
+FINETUNE = CFG.finetune
+PRETRAIN_RUNS = [PRETRAIN.name, *PRETRAIN.ablations]
+# Labelled downstream datasets, and fine-tuning methods by their folder name (ablation:<run> → ablation-<run>)
+DOWNSTREAM = [n for n, ds in CFG.datasets.items() if ds.role in ("downstream", "both") and ds.labels.mode != "none"]
+METHODS = {m.replace(":", "-"): m for m in FINETUNE.methods}
 # A tokenizer trained elsewhere (tokenizer.pretrained) replaces this run's train_tokenizer.
 TOKENIZER_DIR = TOKENIZER.pretrained or f"{RESULTS}/tokenizer/{TOKENIZER.name}"
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
+    run="|".join(re.escape(r) for r in PRETRAIN_RUNS),
+    method="|".join(re.escape(m) for m in METHODS),
+    seed=r"\d+",
 
 
 def settings(stage):
@@ -54,6 +63,25 @@ def accelerate_launch(rule_name, mixed):
     return f"{PY} -m accelerate.commands.launch {device} --num_machines 1 --mixed_precision {mixed} --dynamo_backend no"
 
 
+def pretrain_section(run):
+    return PRETRAIN if run == PRETRAIN.name else PRETRAIN.ablation(run)
+
+
+def pretrained_run(method):
+    """The pretraining run a fine-tuning method starts from (scratch: for its architecture only); None for logreg."""
+    method = METHODS[method]
+    if method == "logreg":
+        return None
+    return f"{RESULTS}/pretrain/{method.split(':', 1)[1] if method.startswith('ablation:') else PRETRAIN.name}"
+
+
+def finetune_outputs():
+    return [f"{RESULTS}/finetune/{ds}/{m}/seed-{s}/metrics.json" for ds in DOWNSTREAM for m in METHODS
+            for s in FINETUNE.seeds]
+
+
 def all_outputs():
     tokenizer = [] if TOKENIZER.pretrained else [f"{RESULTS}/tokenizer/{TOKENIZER.name}/metrics.json"]
-    return all_shards() + tokenizer + [f"{RESULTS}/pretrain/{PRETRAIN.name}/metrics.json"]
+    pretrain = [f"{RESULTS}/pretrain/{run}/metrics.json" for run in PRETRAIN_RUNS]
+    tables = [f"{RESULTS}/tables/table.md"] if DOWNSTREAM else []
+    return tokenizer + pretrain + tables

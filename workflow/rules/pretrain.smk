@@ -1,4 +1,5 @@
-# Masked hierarchical code prediction on the pretraining datasets' shards and their cached codes.
+# Masked hierarchical code prediction on the pretraining datasets' shards and their cached codes: the main run
+# (pretrain.name) and one run per configured ablation (pretrain.ablations).
 
 
 rule pretrain:
@@ -7,19 +8,20 @@ rule pretrain:
         codes=pretrain_codes(),
         tokenizer=ancient(f"{TOKENIZER_DIR}/model.safetensors") if TOKENIZER.pretrained else rules.train_tokenizer.output.model,
     output:
-        model=f"{RESULTS}/pretrain/{PRETRAIN.name}/model.safetensors",
-        metrics=f"{RESULTS}/pretrain/{PRETRAIN.name}/metrics.json",
-        plots=multiext(f"{RESULTS}/pretrain/{PRETRAIN.name}/", "loss.png", "accuracy.png"),
+        model=f"{RESULTS}/pretrain/{{run}}/model.safetensors",
+        metrics=f"{RESULTS}/pretrain/{{run}}/metrics.json",
+        plots=multiext(f"{RESULTS}/pretrain/{{run}}/", "loss.png", "accuracy.png"),
     params:
-        settings=json.dumps(to_dict(PRETRAIN), sort_keys=True),
-        out=f"{RESULTS}/pretrain/{PRETRAIN.name}",
+        # the run's own section (ablations: the main section with their overrides): a rerun trigger
+        settings=lambda wc: json.dumps(to_dict(pretrain_section(wc.run)), sort_keys=True),
+        out=lambda wc: f"{RESULTS}/pretrain/{wc.run}",
         tokenizer=TOKENIZER_DIR,
         launch=accelerate_launch("pretrain", PRETRAIN.train.mixed_precision),
     # Checkpoints live beside the outputs and survive a failed or killed job: a rerun resumes.
     log:
-        f"{RESULTS}/logs/pretrain.log",
+        f"{RESULTS}/logs/pretrain/{{run}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/pretrain.tsv"
+        f"{RESULTS}/benchmarks/pretrain/{{run}}.tsv"
     threads: res("pretrain", "threads", 2)
     resources:
         mem_mb=res("pretrain", "mem_mb", 8000),

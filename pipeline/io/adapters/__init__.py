@@ -31,3 +31,7 @@ def register(name: str) -> Callable[[Adapter], Adapter]:
         return fn
 
     return wrap
+
+
+from pipeline.io.adapters import chbmit, eegmat, physionet_mi, tuab, tuev  # noqa: E402,F401  (registration)
+from pipeline.io.adapters import bciciv2a, seedv, shu_mi, user  # noqa: E402,F401  (registration)

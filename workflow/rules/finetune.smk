@@ -1,0 +1,73 @@
+# Labelled downstream samples, fine-tuning per dataset × method × seed, and the result tables.
+
+
+rule samples:
+    input:
+        preprocessed=rules.preprocess.output[0],
+        manifest=rules.ingest.output.manifest,
+        events=rules.ingest.output.events,
+    output:
+        directory(f"{RESULTS}/{{dataset}}/samples"),
+    params:
+        settings=settings("samples"),
+        ingested=lambda wc: f"{RESULTS}/{wc.dataset}",
+        scheduler=f"--scheduler {CFG.dask.scheduler}" if CFG.dask.scheduler else "",
+    threads: CFG.dask.n_workers
+    log:
+        f"{RESULTS}/logs/{{dataset}}/samples.log",
+    resources:
+        mem_mb=res("patch", "mem_mb", 4000),
+        runtime=res("patch", "runtime", 240),
+    shell:
+        "{PY} -m pipeline patch {input.preprocessed:q} --out {output:q} --ingested {params.ingested:q}"
+        " --settings {params.settings:q} --workers {threads} {params.scheduler} > {log} 2>&1"
+
+
+def finetune_model(wc):
+    run = pretrained_run(wc.method)
+    return [] if run is None else [f"{run}/model.safetensors"]
+
+
+rule finetune:
+    input:
+        samples=f"{RESULTS}/{{dataset}}/samples",
+        model=finetune_model,
+    output:
+        f"{RESULTS}/finetune/{{dataset}}/{{method}}/seed-{{seed}}/metrics.json",
+    params:
+        settings=json.dumps(to_dict(FINETUNE), sort_keys=True),
+        labels=lambda wc: json.dumps(to_dict(CFG.datasets[wc.dataset].labels), sort_keys=True),
+        method=lambda wc: METHODS[wc.method],
+        pretrained=lambda wc: f"--pretrained {pretrained_run(wc.method)}" if pretrained_run(wc.method) else "",
+        out=lambda wc: f"{RESULTS}/finetune/{wc.dataset}/{wc.method}/seed-{wc.seed}",
+        launch=lambda wc: PY if METHODS[wc.method] == "logreg" else accelerate_launch("finetune", FINETUNE.mixed_precision),
+    log:
+        f"{RESULTS}/logs/{{dataset}}/finetune/{{method}}-seed-{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{dataset}}/finetune/{{method}}-seed-{{seed}}.tsv"
+    threads: res("finetune", "threads", 2)
+    resources:
+        mem_mb=res("finetune", "mem_mb", 8000),
+        runtime=res("finetune", "runtime", 240),
+        gpu=lambda wc: 0 if METHODS[wc.method] == "logreg" else res("finetune", "gpu", 0),
+    shell:
+        "{params.launch} -m pipeline finetune {input.samples:q} --out {params.out:q} --method {params.method:q}"
+        " --seed {wildcards.seed} --dataset {wildcards.dataset} --labels {params.labels:q}"
+        " --settings {params.settings:q} {params.pretrained} > {log} 2>&1"
+
+
+rule tables:
+    input:
+        finetune_outputs(),
+    output:
+        md=f"{RESULTS}/tables/table.md",
+        csv=f"{RESULTS}/tables/summary.csv",
+    params:
+        root=f"{RESULTS}/finetune",
+        out=f"{RESULTS}/tables",
+        datasets=" ".join(DOWNSTREAM),
+    log:
+        f"{RESULTS}/logs/tables.log",
+    shell:
+        "{PY} -m pipeline tables {params.root:q} --out {params.out:q} --paper config/paper_tables.yaml"
+        " --datasets {params.datasets} > {log} 2>&1"
