@@ -12,8 +12,12 @@ resumable checkpoints in <out>/checkpoints/. Rerunning after a kill resumes from
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 
 from pipeline.config import TokenizerSection, load_settings
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,5 +31,13 @@ def main(args: argparse.Namespace) -> None:
     from pipeline.train.tokenizer import train_tokenizer
 
     section = load_settings(TokenizerSection, args.settings)
+    # What the scheduler granted, as this process sees it (one line per process under accelerate launch);
+    # without a usable CUDA device training runs on the CPU whatever CUDA_VISIBLE_DEVICES says.
+    import torch
+
+    env = os.environ.get
+    log.info("launch: CUDA_VISIBLE_DEVICES=%s SLURM_JOB_ID=%s processes=%s rank=%s cuda=%s",
+             env("CUDA_VISIBLE_DEVICES", "unset"), env("SLURM_JOB_ID", "unset"), env("WORLD_SIZE", "1"),
+             env("RANK", "0"), torch.cuda.is_available())
     result = train_tokenizer(args.shards, args.out, section, stop_after=args.stop_after)
     print(f"step {result.step}: held-out {result.heldout}")
