@@ -72,3 +72,14 @@ def test_fetch_reuses_a_hashed_wheel_and_extracts_only_members(tmp_path: Path):
     assert sorted(files) == ["eeg/a.edf", "eeg/sub/b.edf"]
     assert (tmp_path / "demo" / "eeg" / "sub" / "b.edf").read_bytes() == b"B"
     assert json.dumps(files)
+
+
+def test_conda_env_matches_pyproject(repo_root: Path):
+    """envs/pipeline.yaml installs exactly the package's runtime and test requirements."""
+    import tomllib
+
+    project = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["test"])
+    env = yaml.safe_load((repo_root / "envs" / "pipeline.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert set(pip) == wanted

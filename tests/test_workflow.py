@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from pipeline.store.zarr_store import open_shard
+from workflow_helpers import tiny_config as tiny
 
 
 def _snakemake(repo: Path, workdir: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
@@ -23,17 +25,11 @@ def _snakemake(repo: Path, workdir: Path, config: Path, *args: str) -> subproces
 
 @pytest.fixture(scope="module")
 def tiny_config(repo_root: Path, demo_corpus: Path, tmp_path_factory) -> Path:
-    """The demo config, cut down: the PhysioNet recording plus the BIDS pair at 10 s windows."""
+    """The demo config cut down (tests/workflow_helpers.py), with the scratch baseline added."""
     work = tmp_path_factory.mktemp("workflow")
-    cfg = yaml.safe_load((repo_root / "config" / "demo.yaml").read_text())
+    cfg = tiny(repo_root)
     cfg["results"] = str(work / "results")
-    cfg["cache"] = str(repo_root / cfg["cache"])  # reuse the fetched corpus
-    for ds in cfg["datasets"].values():
-        ds["path"] = str(repo_root / ds["path"])
-    cfg["patch"]["window_s"] = 10
-    cfg["dask"]["n_workers"] = 1
-    cfg["tokenizer"]["train"].update(max_steps=6, eval_every=3, checkpoint_every=3, log_every=1)
-    cfg["tokenizer"]["eval_windows"] = 8
+    cfg["finetune"]["methods"] = ["full", "scratch", "logreg"]
     path = work / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -58,8 +54,25 @@ def test_dag_runs_end_to_end(repo_root: Path, tiny_config: Path):
         assert (tok / name).is_file(), name
     codes = zarr.open_group(str(results / "codes" / "ddrvq-demo" / "demo_physionet" / "S001R02" / "part-000.zarr"), mode="r")
     assert codes["codes"].shape[1:] == (19, 10, 2, 3) and codes["codes"].dtype == np.int16
+    pre = results / "pretrain" / "brainrvq-demo"
+    for name in ("model.safetensors", "metrics.json", "loss.png", "accuracy.png"):
+        assert (pre / name).is_file(), name
+    # downstream: face vs house samples, every method × seed, and the table with mean ± std over the seeds
+    samples = pl.read_parquet(results / "demo_bids" / "samples" / "index.parquet")
+    assert set(samples["label"]) == {"face", "house"} and set(samples["split"]) == {"train", "val", "test"}
+    for method in ("full", "scratch", "logreg"):
+        for seed in (0, 1):
+            metrics = json.loads((results / "finetune" / "demo_bids" / method / f"seed-{seed}" / "metrics.json").read_text())
+            assert metrics["test"]["balanced_accuracy"] > 0 and metrics["n_test"] == int((samples["split"] == "test").sum())
+    table = (results / "tables" / "table.md").read_text()
+    assert "demo_bids" in table and "±" in table and "scratch" in table
     bids = pl.read_parquet(results / "demo_bids" / "shards" / "index.parquet")
     assert dict(bids.select("subject", "split").unique().iter_rows()) == {"s01": "train", "s02": "test"}
+    # The Snakemake report bundles the tables and the plots.
+    report = _snakemake(repo_root, work, tiny_config, "all", "--report", str(work / "report.html"))
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (work / "report.html").read_text(errors="replace")
+    assert "table.md" in html and "accuracy.png" in html and "loss.png" in html
     # Nothing left to do on a second look.
     dry = _snakemake(repo_root, work, tiny_config, "all", "--dry-run")
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
@@ -79,29 +92,3 @@ def test_slurm_profile_dry_run(repo_root: Path, tiny_config: Path, tmp_path: Pat
     proc = _snakemake(repo_root, tmp_path, tiny_config, "all", "--dry-run", "--profile", str(repo_root / "profiles" / "slurm"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "patch" in proc.stdout
-
-
-def _planned_jobs(proc: subprocess.CompletedProcess) -> set[str]:
-    """Rule names in a dry run's 'Job stats' table."""
-    text = proc.stdout + proc.stderr
-    table = text.split("Job stats:", 1)[1].split("total", 1)[0] if "Job stats:" in text else ""
-    return {line.split()[0] for line in table.splitlines()[2:] if line.strip() and not line.startswith("-")} - {"all"}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("section, key, value, expected", [
-    ("preprocess", "h_freq", 40.0, {"preprocess", "patch", "train_tokenizer", "extract_codes"}),
-    ("tokenizer", "variant", "ddrvq_time", {"train_tokenizer", "extract_codes"}),
-])
-def test_a_config_change_reruns_only_what_depends_on_it(repo_root: Path, tiny_config: Path, section, key, value,
-                                                        expected):
-    work = tiny_config.parent
-    if not (work / "results" / "demo_bids" / "shards" / "index.parquet").is_file():
-        assert _snakemake(repo_root, work, tiny_config, "all").returncode == 0
-    cfg = yaml.safe_load(tiny_config.read_text())
-    cfg[section][key] = value
-    changed = work / f"changed-{section}.yaml"
-    changed.write_text(yaml.safe_dump(cfg))
-    proc = _snakemake(repo_root, work, changed, "all", "--dry-run")
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    assert _planned_jobs(proc) == expected

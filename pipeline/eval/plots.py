@@ -102,3 +102,24 @@ def plot_level_accuracy(records: list[dict], path: Path, domains: list[str]) -> 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_results(summary: list[dict], path: Path, *, metric: str = "balanced_accuracy") -> None:
+    """One panel per dataset: each method's mean ± std (over seeds) of `metric`, with its seeds counted."""
+    datasets = sorted({r["dataset"] for r in summary if r["metric"] == metric})
+    if not datasets:
+        return
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        rows = [r for r in summary if r["dataset"] == ds and r["metric"] == metric]
+        means = [float(r["mean"]) for r in rows]
+        stds = [float(r["std"]) if r["std"] not in (None, "") and np.isfinite(float(r["std"])) else 0.0 for r in rows]
+        ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+        ax.set_xticks(range(len(rows)), [f"{r['method']}\n(n={r['n_seeds']})" for r in rows], fontsize=8)
+        ax.axhline(0.5 if metric == "balanced_accuracy" else 0.0, color="k", lw=0.8, ls=":")
+        ax.set(title=ds, ylabel=metric.replace("_", " "), ylim=(0, 1))
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle("downstream test results (mean ± std over seeds; model selected on validation)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

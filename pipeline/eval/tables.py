@@ -311,7 +311,7 @@ def _provenance(root: Path, records: list[dict], paper_path: Path | None) -> str
 
 def write_tables(root: str | Path, out: str | Path, *, paper: str | Path | None = None,
                  datasets: Sequence[str] | None = None) -> dict[str, Path]:
-    """Gather the metrics under `root` and write results.csv, summary.csv, results.md and table.md into `out`."""
+    """Gather the metrics under `root` and write results.csv, summary.csv, results.md, table.md and results.png into `out`."""
     root, out = Path(root), Path(out)
     paper_path = Path(paper) if paper is not None else None
     records = collect_metrics(root)
@@ -336,6 +336,9 @@ def write_tables(root: str | Path, out: str | Path, *, paper: str | Path | None 
     paths = {name: out / name for name in ("results.csv", "summary.csv", "results.md", "table.md")}
     write_text_atomic(paths["results.csv"], _csv(rows, ["dataset", "method", "seed", "metric", "value"]))
     write_text_atomic(paths["summary.csv"], _csv(summary, ["dataset", "method", "metric", "mean", "std", "n_seeds"]))
+    from pipeline.eval.plots import plot_results
+
+    plot_results(summary, out / "results.png")  # for the Snakemake report and a quick look
     write_text_atomic(paths["results.md"], results_md)
     write_text_atomic(paths["table.md"], table_md)
     log.info("tables: %d runs over %d datasets → %s", len(records), len(views), out)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from pipeline.config import FinetuneSection, LabelConfig, TrainConfig
+from pipeline.config import FinetuneSection, LabelConfig, TrainConfig, to_dict
 from pipeline.data.windows import WindowBatches, WindowIndex, epoch_batches, recording_hashes
 from pipeline.eval.metrics import task_metrics
 from pipeline.models.backbone import Backbone
@@ -202,7 +202,9 @@ def finetune(samples: str | Path, out: str | Path, section: FinetuneSection, lab
         return record
 
     fit(model, out, tc, accelerator, optimizer=adamw(model, tc, param_groups=groups), make_data=make_data,
-        train_step=train_step, evaluate=evaluate, state_extra={"method": method, "seed": seed})
+        train_step=train_step, evaluate=evaluate,
+        state_extra={"method": method, "seed": seed, "section": to_dict(section), "labels": to_dict(labels),
+                     "pretrained_fingerprint": base.get("pretrained_fingerprint")})
     if not accelerator.is_main_process:
         return {}
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]

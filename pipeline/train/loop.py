@@ -14,6 +14,7 @@ leaves the batch order, and therefore the run, unchanged.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -101,6 +102,11 @@ def _global_losses(accelerator: Accelerator, losses: dict[str, float], local: fl
     return {k: float(v) / max(total, 1.0) for k, v in zip(keys, summed.tolist())}
 
 
+def _same_run(checkpoint: Path, extra: dict) -> bool:
+    state = json.loads((checkpoint / "state.json").read_text())
+    return all(state.get(k) == v for k, v in extra.items())
+
+
 def fit(model: torch.nn.Module, out: Path, tc: TrainConfig, accelerator: Accelerator, *,
         make_data: Callable[[int, int], Dataset],
         train_step: Callable[[torch.nn.Module, dict], StepResult],
@@ -124,7 +130,14 @@ def fit(model: torch.nn.Module, out: Path, tc: TrainConfig, accelerator: Acceler
                               min_ratio=tc.min_lr_ratio)
     ckpt_root = out / "checkpoints"
     step, epoch, batch_in_epoch = 0, 0, 0
+    extra = json.loads(json.dumps(state_extra or {}))  # JSON-normalized: compared with what checkpoints hold
     resume = latest(ckpt_root)
+    if resume is not None and not _same_run(resume, extra):
+        # A rerun after a config change must retrain, not resume the old configuration's run.
+        stale = ckpt_root.with_name(f"checkpoints.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+        ckpt_root.rename(stale)
+        log.warning("%s: checkpoints were made with other settings; moved to %s, training from step 0", out, stale)
+        resume = None
     if resume is not None:
         state = load_checkpoint(resume, model=model, optimizer=optimizer, scheduler=scheduler)
         step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
@@ -132,7 +145,6 @@ def fit(model: torch.nn.Module, out: Path, tc: TrainConfig, accelerator: Acceler
     metrics = MetricsLog(out / "metrics.jsonl", resume_from_step=step if resume else None)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
-    extra = dict(state_extra or {})
     end = tc.max_steps if stop_after is None else min(tc.max_steps, stop_after)
 
     def checkpoint() -> None:

@@ -33,7 +33,7 @@ rule finetune:
         samples=f"{RESULTS}/{{dataset}}/samples",
         model=finetune_model,
     output:
-        f"{RESULTS}/finetune/{{dataset}}/{{method}}/seed-{{seed}}/metrics.json",
+        metrics=f"{RESULTS}/finetune/{{dataset}}/{{method}}/seed-{{seed}}/metrics.json",
     params:
         settings=json.dumps(to_dict(FINETUNE), sort_keys=True),
         labels=lambda wc: json.dumps(to_dict(CFG.datasets[wc.dataset].labels), sort_keys=True),
@@ -58,10 +58,12 @@ rule finetune:
 
 rule tables:
     input:
-        finetune_outputs(),
+        results=finetune_outputs(),
+        paper=f"{workflow.basedir}/config/paper_tables.yaml",
     output:
-        md=f"{RESULTS}/tables/table.md",
-        csv=f"{RESULTS}/tables/summary.csv",
+        md=report(f"{RESULTS}/tables/table.md", category="0. results"),
+        csv=report(f"{RESULTS}/tables/summary.csv", category="0. results"),
+        plot=report(f"{RESULTS}/tables/results.png", category="0. results"),
     params:
         root=f"{RESULTS}/finetune",
         out=f"{RESULTS}/tables",
@@ -69,5 +71,5 @@ rule tables:
     log:
         f"{RESULTS}/logs/tables.log",
     shell:
-        "{PY} -m pipeline tables {params.root:q} --out {params.out:q} --paper config/paper_tables.yaml"
+        "{PY} -m pipeline tables {params.root:q} --out {params.out:q} --paper {input.paper:q}"
         " --datasets {params.datasets} > {log} 2>&1"

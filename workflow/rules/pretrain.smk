@@ -10,7 +10,8 @@ rule pretrain:
     output:
         model=f"{RESULTS}/pretrain/{{run}}/model.safetensors",
         metrics=f"{RESULTS}/pretrain/{{run}}/metrics.json",
-        plots=multiext(f"{RESULTS}/pretrain/{{run}}/", "loss.png", "accuracy.png"),
+        plots=report(multiext(f"{RESULTS}/pretrain/{{run}}/", "loss.png", "accuracy.png"), category="2. pretraining",
+                     subcategory="{run}"),
     params:
         # the run's own section (ablations: the main section with their overrides): a rerun trigger
         settings=lambda wc: json.dumps(to_dict(pretrain_section(wc.run)), sort_keys=True),

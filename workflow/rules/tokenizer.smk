@@ -7,7 +7,8 @@ rule train_tokenizer:
     output:
         model=f"{RESULTS}/tokenizer/{TOKENIZER.name}/model.safetensors",
         metrics=f"{RESULTS}/tokenizer/{TOKENIZER.name}/metrics.json",
-        plots=multiext(f"{RESULTS}/tokenizer/{TOKENIZER.name}/", "loss.png", "codebook_usage.png", "reconstructions.png"),
+        plots=report(multiext(f"{RESULTS}/tokenizer/{TOKENIZER.name}/", "loss.png", "codebook_usage.png",
+                              "reconstructions.png"), category="1. tokenizer"),
     params:
         settings=json.dumps(to_dict(TOKENIZER), sort_keys=True),
         out=f"{RESULTS}/tokenizer/{TOKENIZER.name}",

@@ -34,3 +34,17 @@ def last_folder_in(path: Path, names: Iterable[str]) -> tuple[int, str] | None:
         if parts[i] in wanted:
             return i, parts[i]
     return None
+
+
+def release_files(root: Path, dataset: str, layout: str, matches) -> tuple[list[Path], Path]:
+    """(files whose name `matches`, base folder) of a release root — or of a single file given as the root;
+    errors name the root and the expected layout."""
+    root = Path(root)
+    if root.is_file():
+        files, base = [root], root.parent
+    else:
+        base = check_root(root, dataset, layout)
+        files = sorted(p for p in base.rglob("*") if p.is_file() and matches(p.name))
+    if not files:
+        raise no_recordings(base, dataset, layout)
+    return files, base

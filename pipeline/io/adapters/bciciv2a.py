@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.io.adapters import register
-from pipeline.io.adapters._edf_common import check_root, no_recordings
+from pipeline.io.adapters._edf_common import release_files
 from pipeline.io.discover import SourceFile, _recording_id
 from pipeline.io.edf import RecordingError
 
@@ -137,14 +137,7 @@ def session_events(gdf: Path, session: str, labels_path: Path | None) -> tuple[t
 @register("bciciv2a")
 def bciciv2a(root: Path) -> list[SourceFile]:
     """One SourceFile per `A0x{T,E}.gdf`: subject A0x, session T/E, split train/test, cue events with classes."""
-    root = Path(root)
-    if root.is_file():
-        files, base = [root], root.parent
-    else:
-        base = check_root(root, "BCIC-IV-2a", LAYOUT)
-        files = sorted(p for p in base.rglob("*") if p.is_file() and _NAME.match(p.name))
-    if not files:
-        raise no_recordings(base, "BCIC-IV-2a", LAYOUT)
+    files, base = release_files(root, "BCIC-IV-2a", LAYOUT, _NAME.match)
     out = []
     for gdf in files:
         m = _NAME.match(gdf.name)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.io.adapters import register
-from pipeline.io.adapters._edf_common import check_root, no_recordings
+from pipeline.io.adapters._edf_common import release_files
 from pipeline.io.discover import SourceFile, _recording_id
 from pipeline.io.edf import RecordingError
 from pipeline.io.trials import TrialsRecording
@@ -81,14 +81,7 @@ def read_shu_mat(path: str | Path) -> TrialsRecording:
 @register("shu_mi")
 def shu_mi(root: Path) -> list[SourceFile]:
     """One SourceFile per `sub-XXX_ses-XX_task_motorimagery_eeg.mat`: subject XXX, session XX."""
-    root = Path(root)
-    if root.is_file():
-        files, base = [root], root.parent
-    else:
-        base = check_root(root, "SHU-MI", LAYOUT)
-        files = sorted(p for p in base.rglob("*") if p.is_file() and _NAME.match(p.name))
-    if not files:
-        raise no_recordings(base, "SHU-MI", LAYOUT)
+    files, base = release_files(root, "SHU-MI", LAYOUT, _NAME.match)
     out = []
     for mat in files:
         m = _NAME.match(mat.name)

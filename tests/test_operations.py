@@ -1,0 +1,285 @@
+"""What operating the pipeline needs, shown for real through Snakemake on a tiny config of real demo EEG.
+
+The whole tiny DAG (ingest → … → pretrain → finetune → tables) runs once per module; every test then works on
+dry runs of that workdir or on copies of it (`copy_workdir`: results, raw data and Snakemake's metadata):
+
+* reruns — a config change reruns exactly the jobs that depend on it, and touching raw EEG reruns nothing;
+* reuse — a second checkout pretrains on an existing code store and tokenizer without training or extracting
+  anything, and refuses a code store made by another tokenizer, naming the store and both fingerprints;
+* resume — a killed pretraining job (the job alone, retried by `--retries`; or Snakemake with it) resumes from
+  its last checkpoint and ends with exactly the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from workflow_helpers import (changed, copy_workdir, group_processes, kill_group, nothing_to_do, output,
+                              planned_jobs, snakemake, snakemake_popen, summary, tail, tiny_config, wait_for,
+                              write_config)
+
+pytestmark = pytest.mark.slow
+
+DS = "demo_bids"  # the labelled dataset (role both); demo_physionet is pretraining only
+TOKENIZER = "results/tokenizer/ddrvq-demo"
+CODES = "results/codes/ddrvq-demo"
+PRETRAIN = "results/pretrain/brainrvq-demo"
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A workdir where `snakemake all` completed on `cfg` (written at `config`)."""
+
+    workdir: Path
+    config: Path
+    cfg: dict[str, Any]
+    base: Path  # room for copies and other configs
+
+    def config_with(self, name: str, changes: dict[str, Any]) -> Path:
+        return write_config(self.base / "configs" / f"{name}.yaml", changed(self.cfg, changes))
+
+    def copy(self, name: str) -> Path:
+        return copy_workdir(self.workdir, self.base / name)
+
+
+@pytest.fixture(scope="module")
+def finished(demo_corpus: Path, tmp_path_factory) -> Finished:
+    base = tmp_path_factory.mktemp("operations")
+    work = base / "main"
+    # PhysioNet as user data (no fetch rule, no demo stamp): a copy of the recording inside the workdir.
+    raw = work / "raw" / "physionet"
+    raw.mkdir(parents=True)
+    shutil.copy2(demo_corpus / "physionet" / "S001R02.edf", raw / "S001R02.edf")
+    cfg = tiny_config()
+    physionet = cfg["datasets"]["demo_physionet"]
+    physionet.pop("fetch")
+    physionet["path"] = "raw/physionet"  # relative: resolved in the workdir, so a copied workdir is the same
+    config = write_config(base / "configs" / "tiny.yaml", cfg)
+    proc = snakemake(work, config, "all", timeout=1200)
+    assert proc.returncode == 0, tail(proc)
+    assert nothing_to_do(snakemake(work, config, "all", "-n"))
+    return Finished(work, config, cfg, base)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. reruns
+
+
+def _job(job: dict) -> str:
+    wc = job["wildcards"]
+    return job["rule"] + (f"[{','.join(f'{k}={v}' for k, v in sorted(wc.items()))}]" if wc else "")
+
+
+def _finetune(*methods: str) -> set[str]:
+    return {f"finetune[dataset={DS},method={m},seed={s}]" for m in methods for s in (0, 1)}
+
+
+def per_dataset(rule: str) -> set[str]:
+    return {f"{rule}[dataset={d}]" for d in (DS, "demo_physionet")}
+
+
+FROM_TOKENIZER = {"train_tokenizer", *per_dataset("extract_codes"), "pretrain[run=brainrvq-demo]"}
+
+
+@pytest.mark.parametrize("change, changed_rule, expected", [
+    pytest.param({"finetune.lr": 0.002}, "finetune", _finetune("full", "logreg") | {"tables"}, id="finetune"),
+    pytest.param({"pretrain.mask.ratio": 0.4}, "pretrain",
+                 {"pretrain[run=brainrvq-demo]", *_finetune("full"), "tables"}, id="pretrain"),
+    # logreg reads band powers of the samples: no tokenizer, no pretrained model, not rerun
+    pytest.param({"tokenizer.train.lr": 0.001}, "train_tokenizer", FROM_TOKENIZER | _finetune("full") | {"tables"},
+                 id="tokenizer"),
+    pytest.param({"preprocess.h_freq": 40.0}, "preprocess",
+                 per_dataset("preprocess") | per_dataset("patch") | {f"samples[dataset={DS}]"} | FROM_TOKENIZER
+                 | _finetune("full", "logreg") | {"tables"}, id="preprocess"),
+])
+def test_a_config_change_reruns_exactly_what_depends_on_it(finished: Finished, change, changed_rule, expected):
+    config = finished.config_with("-".join(change), change)
+    dry = snakemake(finished.workdir, config, "all", "-n")
+    assert dry.returncode == 0, tail(dry)
+    jobs = [_job(j) for j in planned_jobs(dry)]
+    assert len(jobs) == len(set(jobs)), jobs
+    assert set(jobs) == expected
+    # Only the changed stage reruns for its params; everything after it because its input is remade.
+    for job in planned_jobs(dry):
+        cause = "Params have changed" if job["rule"] == changed_rule else "Input files updated by another job"
+        assert job["reason"].startswith(cause), job
+    # --summary agrees: what is not rerun is planned as "no update", with status ok.
+    plan = summary(finished.workdir, config, "all")
+    rerun_rules = {j.split("[")[0] for j in expected}
+    for out, row in plan.items():
+        if row["rule"] not in rerun_rules:
+            assert row["plan"] == "no update" and row["status"] == "ok", (out, row)
+    if "logreg" not in " ".join(expected):
+        assert all(plan[f"results/finetune/{DS}/logreg/seed-{s}/metrics.json"]["plan"] == "no update" for s in (0, 1))
+
+
+def test_touching_raw_eeg_reruns_nothing(finished: Finished):
+    work = finished.copy("touched")
+    assert nothing_to_do(snakemake(work, finished.config, "all", "-n"))  # a copied workdir is as finished
+    raw = work / "raw" / "physionet"
+    for path in (raw / "S001R02.edf", raw):
+        os.utime(path)  # `touch`: newer than every output now
+    # The raw folder really is ingest's input here (user data, no demo stamp in between)…
+    detailed = snakemake(work, finished.config, "all", "--detailed-summary")
+    rows = [line.split("\t") for line in detailed.stdout.splitlines() if "\t" in line]
+    inputs = dict(zip(rows[0], next(r for r in rows if r[0] == "results/demo_physionet/manifest.parquet")))
+    assert inputs["input-file(s)"].split(",") == ["raw/physionet"], inputs
+    # …and its mtime is no trigger: nothing to do.
+    dry = snakemake(work, finished.config, "all", "-n")
+    assert nothing_to_do(dry), tail(dry)
+
+
+def test_a_rerun_after_a_config_change_really_retrains(finished: Finished):
+    """Snakemake reruns pretrain after a pretraining change, and the stage does not resume the checkpoints the
+    previous config left in <run>/checkpoints (they are moved aside): it trains anew, so the weights change.
+    (train_tokenizer and finetune share the loop.)"""
+    work = finished.copy("retrain")
+    config = finished.config_with("lr10", {"pretrain.train.lr": 0.02})
+    assert {j["rule"] for j in planned_jobs(snakemake(work, config, f"{PRETRAIN}/model.safetensors", "-n"))} == {
+        "pretrain"}
+    before = load_file(str(finished.workdir / PRETRAIN / "model.safetensors"))
+    proc = snakemake(work, config, f"{PRETRAIN}/model.safetensors")
+    assert proc.returncode == 0, tail(proc)
+    log = (work / "results/logs/pretrain/brainrvq-demo.log").read_text()
+    assert "resumed from" not in log, log
+    after = load_file(str(work / PRETRAIN / "model.safetensors"))
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. reuse of an existing code store and tokenizer
+
+
+def _fingerprint(model: Path) -> dict[str, str]:
+    with safe_open(str(model), framework="pt") as fh:
+        return fh.metadata()
+
+
+def _another_tokenizer(src: Path, dst: Path) -> str:
+    """A copy of tokenizer `src` with one weight changed, published with its own (true) fingerprint."""
+    from pipeline.store.fingerprint import weights_fingerprint
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints"))
+    meta = _fingerprint(src / "model.safetensors")
+    tensors = load_file(str(src / "model.safetensors"))
+    name = next(k for k in sorted(tensors) if tensors[k].is_floating_point())
+    tensors[name] = tensors[name] + 1e-3
+    fingerprint = weights_fingerprint(json.loads(meta["config"]), tensors)
+    save_file(tensors, str(dst / "model.safetensors"), metadata={**meta, "fingerprint": fingerprint})
+    return fingerprint
+
+
+def test_a_checkout_reuses_a_code_store_and_refuses_another_tokenizers(finished: Finished):
+    store, tokenizer = finished.workdir / CODES, finished.workdir / TOKENIZER
+    expected_fp = _fingerprint(tokenizer / "model.safetensors")["fingerprint"]
+    assert json.loads((store / DS / "fingerprint.json").read_text())["fingerprint"] == expected_fp
+    # Another checkout with the same data plane, no tokenizer, codes or pretraining of its own.
+    work = finished.copy("reuse")
+    for own in (TOKENIZER, CODES, PRETRAIN):
+        shutil.rmtree(work / own)
+    config = finished.config_with("reuse", {"pretrain.codes": str(store), "tokenizer.pretrained": str(tokenizer)})
+    dry = snakemake(work, config, "all", "-n")
+    assert dry.returncode == 0, tail(dry)
+    jobs = {_job(j) for j in planned_jobs(dry)}
+    assert jobs == {"pretrain[run=brainrvq-demo]", *_finetune("full"), "tables"}  # no train_tokenizer, no codes
+    proc = snakemake(work, config, "all")
+    assert proc.returncode == 0, tail(proc)
+    log = (work / "results/logs/pretrain/brainrvq-demo.log").read_text()
+    assert "resumed from" not in log  # trained here, from scratch
+    assert _fingerprint(work / PRETRAIN / "model.safetensors")["tokenizer_fingerprint"] == expected_fp
+    metrics = json.loads((work / PRETRAIN / "metrics.json").read_text())
+    assert metrics["codes"] == [str(store / DS), str(store / "demo_physionet")]
+    assert not (work / TOKENIZER).exists() and not (work / CODES).exists()
+    assert nothing_to_do(snakemake(work, config, "all", "-n"))
+
+    # The same store with another tokenizer: pretrain is planned, then refuses with both fingerprints.
+    other_fp = _another_tokenizer(tokenizer, finished.base / "other-tokenizer")
+    assert other_fp != expected_fp
+    mismatch = finished.config_with("mismatch", {"pretrain.codes": str(store),
+                                                 "tokenizer.pretrained": str(finished.base / "other-tokenizer")})
+    assert "pretrain" in {j["rule"] for j in planned_jobs(snakemake(work, mismatch, "all", "-n"))}
+    failed = snakemake(work, mismatch, f"{PRETRAIN}/model.safetensors")
+    assert failed.returncode != 0
+    assert "Error in rule pretrain" in output(failed)
+    log = (work / "results/logs/pretrain/brainrvq-demo.log").read_text()
+    assert f"{store / DS}: codes were made by tokenizer {expected_fp[:12]}" in log, log[-2000:]
+    assert f"this run's tokenizer is {other_fp[:12]}" in log and "pretrain.codes" in log, log[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. resume after a kill, and retries
+
+
+RESUME = "results/pretrain/resume-demo"  # a run of its own: no checkpoints from the main run in its folder
+
+
+def _checkpoints(run: Path) -> list[int]:
+    return sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("step-*")
+                  if ".tmp-" not in p.name and (p / "state.json").is_file())
+
+
+def test_a_killed_pretraining_resumes_to_the_same_weights(finished: Finished):
+    config = finished.config_with("resume", {"pretrain.name": "resume-demo", "pretrain.train.max_steps": 12,
+                                             "pretrain.train.checkpoint_every": 2, "pretrain.train.eval_every": 4,
+                                             "pretrain.train.deterministic": True})
+    target = f"{RESUME}/model.safetensors"
+    reference = finished.copy("uninterrupted")
+    proc = snakemake(reference, config, target)
+    assert proc.returncode == 0, tail(proc)
+
+    work = finished.copy("interrupted")
+    run, job_log, sm_log = work / RESUME, work / "results/logs/pretrain/resume-demo.log", work / "snakemake.log"
+    sm = snakemake_popen(work, config, target, "--retries", "1", log=sm_log)
+    try:
+        # (a) The job dies (OOM killer, a lost node): SIGKILL the training processes only. Snakemake retries it.
+        first = wait_for(lambda: _checkpoints(run), timeout=300, proc=sm)[-1]
+        # the innermost process: `python -m pipeline pretrain`, below the shell and `accelerate launch`
+        trainers = [pid for pid, argv in group_processes(sm.pid).items() if argv[1:4] == ["-m", "pipeline", "pretrain"]]
+        assert trainers, group_processes(sm.pid)
+        for pid in trainers:
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: "Trying to restart job" in sm_log.read_text(), timeout=120, proc=sm)
+        wait_for(lambda: job_log.is_file() and "resumed from" in job_log.read_text(), timeout=300, proc=sm)
+        # (b) Snakemake itself dies with its job (scancel, a reboot): SIGKILL the whole process group.
+        second = wait_for(lambda: [s for s in _checkpoints(run) if s > first], timeout=300, proc=sm)[-1]
+        kill_group(sm)
+    finally:
+        if sm.poll() is None:
+            kill_group(sm)
+    assert first < second < 12 and not (run / "model.safetensors").exists(), "killed after the run had finished"
+    wait_for(lambda: not group_processes(sm.pid), timeout=30)
+
+    # The operator's rerun: unlock the workdir, rerun incomplete jobs.
+    assert snakemake(work, config, "--unlock").returncode == 0
+    proc = snakemake(work, config, target, "--rerun-incomplete")
+    assert proc.returncode == 0, tail(proc)
+    log = job_log.read_text()
+    assert f"resumed from {RESUME}/checkpoints/step-{second:07d} (step {second})" in log, log[-2000:]
+
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    keys = [(r["kind"], r["step"]) for r in records]
+    assert len(keys) == len(set(keys)), keys
+    assert [s for k, s in keys if k == "train"] == list(range(1, 13))
+    assert [s for k, s in keys if k == "heldout"] == [4, 8, 12]
+    resumed = load_file(str(run / "model.safetensors"))
+    expected = load_file(str(reference / RESUME / "model.safetensors"))
+    assert resumed.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+    # Nothing left to do, and the published metrics are the uninterrupted run's.
+    assert nothing_to_do(snakemake(work, config, target, "-n"))
+    heldout = json.loads((run / "metrics.json").read_text())["heldout"]
+    expected_heldout = json.loads((reference / RESUME / "metrics.json").read_text())["heldout"]
+    assert heldout["tokens"] == expected_heldout["tokens"]
+    assert heldout["loss"] == pytest.approx(expected_heldout["loss"], rel=1e-5)
