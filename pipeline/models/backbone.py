@@ -33,6 +33,10 @@ class BackboneConfig:
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     conv_channels: int = 8
+    # Spatial/temporal embeddings start at this std (LaBraM: 0.02). At 0.02 they are ~10× smaller than the patch
+    # embeddings, and attention takes hundreds of steps to learn which neighbours to read: on a copy-the-neighbour
+    # task 0.3 reached 83 % token accuracy in 300 steps where 0.02 stayed at 13 %.
+    pos_init_std: float = 0.3
 
     def __post_init__(self) -> None:
         if self.embed_dim % self.heads:
@@ -73,6 +77,11 @@ class Backbone(nn.Module):
                                    mlp_ratio=config.mlp_ratio, qkv_bias=config.qkv_bias)
         init_weights_(self)
         nn.init.trunc_normal_(self.mask_token, std=0.02, a=-0.04, b=0.04)
+        with torch.no_grad():
+            for table in (self.pos_embed.channel, self.pos_embed.time):
+                nn.init.trunc_normal_(table.weight, std=config.pos_init_std, a=-2 * config.pos_init_std,
+                                      b=2 * config.pos_init_std)
+            self.pos_embed.channel.weight[0].zero_()  # padding row
         self.encoder.rescale_residual_branches_()
 
     def embed(self, x: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ The loss is Σ_domains Σ_levels w_level · CE over all masked tokens of both pa
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 from .backbone import Backbone, BackboneConfig
 from .layers import init_weights_
 
-__all__ = ["PretrainConfig", "CodeHeads", "PretrainModel", "PretrainOutput", "load_pretrained"]
+__all__ = ["PretrainConfig", "CodeHeads", "PretrainModel", "PretrainOutput"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class PretrainConfig:
             raise ValueError("need at least one domain, one level and a codebook of ≥ 2 codes")
 
     def to_dict(self) -> dict[str, Any]:
-        return json_ready(dataclasses.asdict(self))
+        return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples → lists, as in the checkpoint metadata
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PretrainConfig":
@@ -58,14 +59,6 @@ class PretrainConfig:
             if key in d:
                 d[key] = tuple(d[key])
         return cls(backbone=backbone, **d)
-
-
-def json_ready(d: Any) -> Any:
-    if isinstance(d, dict):
-        return {k: json_ready(v) for k, v in d.items()}
-    if isinstance(d, (list, tuple)):
-        return [json_ready(v) for v in d]
-    return d
 
 
 class CodeHeads(nn.Module):
@@ -165,12 +158,3 @@ class PretrainModel(nn.Module):
         h, target = self._targets(x, ch, codes, mask)
         _, predicted = self.heads(h, None)
         return predicted, target
-
-    def to_checkpoint(self) -> dict[str, Any]:
-        return {"config": self.config.to_dict(), "model": self.state_dict()}
-
-
-def load_pretrained(checkpoint: dict[str, Any]) -> PretrainModel:
-    model = PretrainModel(PretrainConfig.from_dict(checkpoint["config"]))
-    model.load_state_dict(checkpoint["model"])
-    return model
