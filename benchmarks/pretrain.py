@@ -409,6 +409,8 @@ def main() -> None:
     parser.add_argument("--loader-epochs", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="DataLoader workers to measure")
     parser.add_argument("--out", type=Path, default=RESULT)
+    parser.add_argument("--update", action="store_true",
+                        help="keep the other configurations of an existing --out file, replace the ones measured now")
     parser.add_argument("--profile", choices=["demo", "base"],
                         help="print a torch.profiler table of one step (first --precision) and exit")
     parser.add_argument("--one", nargs=2, metavar=("SIZE", "PRECISION"), help=argparse.SUPPRESS)
@@ -436,22 +438,35 @@ def main() -> None:
                                  "retries": args.retries, "quiet_wait_s": args.quiet_wait,
                                  "disturbed_above_cores": DISTURBED},
                     "train": [], "loader": []}
+    if args.update and args.out.is_file():
+        old = json.loads(args.out.read_text())
+        measure = {(s, p) for s in args.sizes for p in args.precision}
+        report["train"] = [r for r in old.get("train", []) if (r["size"], r["precision"]) not in measure]
+        if not args.skip_loader:
+            report["loader"] = [r for r in old.get("loader", []) if r["num_workers"] not in args.workers]
+        else:
+            report["loader"] = old.get("loader", [])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if not args.skip_loader:
         for workers in args.workers:
             if args.quiet_wait > 0:
                 wait_for_quiet(args.quiet_wait)
-            report["loader"].append(_child(["--loader-one", str(workers), "--loader-epochs", str(args.loader_epochs),
-                                            "--batch", str(args.batch)]))
+            result = _child(["--loader-one", str(workers), "--loader-epochs", str(args.loader_epochs),
+                             "--batch", str(args.batch)])
+            result["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+            report["loader"].append(result)
             args.out.write_text(json.dumps(report, indent=2))
     for size in args.sizes:
         for precision in args.precision:
-            report["train"].append(_child(["--one", size, precision, "--batch", str(args.batch),
-                                           "--steps", str(args.steps), "--warmup", str(args.warmup),
-                                           "--retries", str(args.retries), "--quiet-wait", str(args.quiet_wait)]))
+            result = _child(["--one", size, precision, "--batch", str(args.batch), "--steps", str(args.steps),
+                             "--warmup", str(args.warmup), "--retries", str(args.retries),
+                             "--quiet-wait", str(args.quiet_wait)])
+            result["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+            report["train"].append(result)
+            report["train"].sort(key=lambda r: (r["size"] != "demo", r["precision"] != "fp32"))
             summarize(report)
             args.out.write_text(json.dumps(report, indent=2))  # after every configuration
-            print_summary({"train": report["train"][-1:]})
+            print_summary({"train": [result]})
     summarize(report)
     args.out.write_text(json.dumps(report, indent=2))
     print()
