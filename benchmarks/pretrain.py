@@ -163,13 +163,16 @@ def run_one(size: str, precision: str, *, batch: int, steps: int, warmup: int, r
         for attempt in range(retries + 1):
             quiet_before = wait_for_quiet(quiet_wait) if quiet_wait > 0 else None
             busy0, own0 = _cpu_ticks()
+            ru0 = resource.getrusage(resource.RUSAGE_SELF)
             step_phases: dict = {}
             ratios.append(_train_step(model, optimizer, scheduler, accelerator, tc, data[used], step_phases))
             used += 1
+            ru1 = resource.getrusage(resource.RUSAGE_SELF)
             busy1, own1 = _cpu_ticks()
             seconds = step_phases["step"][0]
             other = max(0.0, ((busy1 - busy0) - (own1 - own0)) / hz / seconds)
-            take = {"s": seconds, "own_cpu_s": (own1 - own0) / hz, "other_cores_busy": round(other, 2),
+            take = {"s": seconds, "own_cpu_s": (own1 - own0) / hz, "sys_s": ru1.ru_stime - ru0.ru_stime,
+                    "minor_faults": ru1.ru_minflt - ru0.ru_minflt, "other_cores_busy": round(other, 2),
                     "attempts": attempt + 1,
                     "quiet_before": quiet_before, "phases": {k: v[0] for k, v in step_phases.items()}}
             if best is None or take["other_cores_busy"] < best["other_cores_busy"]:
@@ -209,6 +212,10 @@ def run_one(size: str, precision: str, *, batch: int, steps: int, warmup: int, r
         # CPU seconds of this process per step (its threads together): less sensitive to other load than
         # wall time, though OpenMP threads spin while waiting for a descheduled sibling
         "own_cpu_s_per_step": round(statistics.median(t["own_cpu_s"] for t in takes), 3),
+        # kernel time and first-touch page faults: the step's large temporaries (logits [targets, codebook] per
+        # head) are fresh mmap'd pages every step with glibc malloc
+        "sys_s_per_step": round(statistics.median(t["sys_s"] for t in takes), 3),
+        "minor_faults_per_step": int(statistics.median(t["minor_faults"] for t in takes)),
         "phase_s_median": {k: round(statistics.median(v), 4) for k, v in phases.items()},
         "rss_after_build_mib": round(rss_model, 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -346,7 +353,9 @@ def machine_info() -> dict:
     flags = Path("/proc/cpuinfo").read_text()
     return {**machine(), "platform": platform.platform(), "cpu_model": model, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "avx512_bf16": " avx512_bf16" in flags,
-            "amx": " amx_bf16" in flags}
+            "amx": " amx_bf16" in flags,
+            # an allocator swapped in from outside (LD_PRELOAD=libjemalloc.so.2 MALLOC_CONF=...) changes the numbers
+            "ld_preload": os.environ.get("LD_PRELOAD"), "malloc_conf": os.environ.get("MALLOC_CONF")}
 
 
 def _child(args: list[str]) -> dict:
@@ -383,7 +392,8 @@ def print_summary(report: dict) -> None:
         print(f"{r['size']:4s} {r['precision']:4s}  {r['train_patches_per_s']:8.1f} patches/s  "
               f"({r['step_s']:.3f} s/step, best {r['train_patches_per_s_best']:.1f})  "
               f"fwd {r['phase_s_median']['forward_loss']:.3f} s  bwd {r['phase_s_median']['backward']:.3f} s  "
-              f"clip+AdamW {r['phase_s_median']['clip_adamw']:.3f} s  peak RSS {r['peak_rss_mib']:.0f} MiB  "
+              f"clip+AdamW {r['phase_s_median']['clip_adamw']:.3f} s  kernel {r.get('sys_s_per_step', 0):.2f} s  "
+              f"peak RSS {r['peak_rss_mib']:.0f} MiB  "
               f"masked {r['mask_ratio_mean']:.3f}  other load {r['other_cores_busy_median']:.2f} core(s)  "
               f"loader/step {r.get('loader_over_step', {})}")
     for lo in report.get("loader", []):

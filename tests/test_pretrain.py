@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from pipeline.config import MaskConfig, PretrainSection, TokenizerSection, TrainConfig
 from pipeline.models.backbone import BackboneConfig
+from pipeline.models.linear_ce import linear_cross_entropy
 from pipeline.models.pretrain import CodeHeads, PretrainConfig, PretrainModel
 from pipeline.stages.extract_codes import extract_codes
 from pipeline.train.checkpoint import latest
@@ -75,6 +76,44 @@ def test_inference_path_conditions_on_its_own_predictions():
         for lvl in range(3):
             torch.testing.assert_close(forced[s][lvl], logits[s][lvl])
     assert torch.equal(used[:, 0, 1], logits[0][1].argmax(-1))
+
+
+@pytest.mark.parametrize("rows", [1, 37, 300])  # fewer rows than a chunk, a partial last chunk, several chunks
+def test_fused_head_loss_matches_plain_cross_entropy(rows: int):
+    """The chunked linear + cross-entropy gives the loss, hits and gradients of logits → F.cross_entropy."""
+    torch.manual_seed(rows)
+    h = torch.randn(rows, 24, requires_grad=True)
+    lin = torch.nn.Linear(24, 50)
+    target = torch.randint(0, 50, (rows,))
+    logits = lin(h)
+    plain = torch.nn.functional.cross_entropy(logits, target, reduction="sum")
+    expected = torch.autograd.grad(plain * 0.3, [h, lin.weight, lin.bias])
+    loss, hits = linear_cross_entropy(h, lin.weight, lin.bias, target, chunk=16)
+    got = torch.autograd.grad(loss * 0.3, [h, lin.weight, lin.bias])
+    torch.testing.assert_close(loss, plain)
+    assert int(hits) == int((logits.argmax(-1) == target).sum())
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # evaluation: no gradients computed, same loss
+        torch.testing.assert_close(linear_cross_entropy(h, lin.weight, lin.bias, target, chunk=16)[0], plain)
+
+
+def test_training_objective_matches_the_logits_path():
+    """CodeHeads.score (fused, teacher-forced) equals cross-entropy on CodeHeads.forward's logits, gradients too."""
+    heads = _heads(hierarchical=True)
+    h = torch.randn(40, 32, requires_grad=True)
+    codes = torch.randint(0, 16, (40, 2, 3))
+    logits, _ = heads(h, codes)
+    plain = sum(torch.nn.functional.cross_entropy(logits[s][lvl], codes[:, s, lvl], reduction="sum") * (lvl + 1)
+                for s in range(2) for lvl in range(3))
+    ce, hits = heads.score(h, codes)
+    fused = sum(ce[s][lvl] * (lvl + 1) for s in range(2) for lvl in range(3))
+    torch.testing.assert_close(fused, plain)
+    assert hits.tolist() == [[int((logits[s][lvl].argmax(-1) == codes[:, s, lvl]).sum()) for lvl in range(3)]
+                             for s in range(2)]
+    params = [h, *heads.parameters()]
+    for a, b in zip(torch.autograd.grad(fused, params), torch.autograd.grad(plain, params)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_symmetric_pass_scores_every_valid_patch_once_per_pass():

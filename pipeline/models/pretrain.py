@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
 from .backbone import Backbone, BackboneConfig
 from .layers import init_weights_
+from .linear_ce import linear_cross_entropy
 
 __all__ = ["PretrainConfig", "CodeHeads", "PretrainModel", "PretrainOutput"]
 
@@ -77,6 +77,17 @@ class CodeHeads(nn.Module):
         self.code_embed = nn.ModuleList(nn.Embedding(k, dim) for _ in range(n_cond))
         self.cond_norm = nn.ModuleList(nn.LayerNorm(dim, eps=1e-6) for _ in range(n_cond))
 
+    def _input(self, s: int, lvl: int, h: Tensor, cond: Tensor) -> Tensor:
+        """Level lvl's head input: h at level 0 (and everywhere when not hierarchical), else LN(h + Σ code embeddings)."""
+        if lvl == 0 or not self.hierarchical:
+            return h
+        return self.cond_norm[s * (self.levels - 1) + lvl - 1](h + cond)
+
+    def _condition(self, s: int, lvl: int, cond: Tensor, given: Tensor) -> Tensor:
+        if self.hierarchical and lvl < self.levels - 1:
+            return cond + self.code_embed[s * (self.levels - 1) + lvl](given)
+        return cond
+
     def forward(self, h: Tensor, codes: Tensor | None = None) -> tuple[list[list[Tensor]], Tensor]:
         logits: list[list[Tensor]] = []
         used = []
@@ -84,14 +95,28 @@ class CodeHeads(nn.Module):
             cond = torch.zeros_like(h)
             logits.append([])
             for lvl in range(self.levels):
-                inp = h if lvl == 0 or not self.hierarchical else self.cond_norm[s * (self.levels - 1) + lvl - 1](h + cond)
-                out = self.heads[s * self.levels + lvl](inp)
+                out = self.heads[s * self.levels + lvl](self._input(s, lvl, h, cond))
                 logits[s].append(out)
                 given = codes[:, s, lvl] if codes is not None else out.argmax(-1)
                 used.append(given)
-                if self.hierarchical and lvl < self.levels - 1:
-                    cond = cond + self.code_embed[s * (self.levels - 1) + lvl](given)
+                cond = self._condition(s, lvl, cond, given)
         return logits, rearrange(torch.stack(used), "(s l) m -> m s l", s=self.n_domains)
+
+    def score(self, h: Tensor, codes: Tensor) -> tuple[list[list[Tensor]], Tensor]:
+        """Teacher-forced training objective without materializing logits: (summed cross-entropy [S][L] of 0-d
+        differentiable tensors, argmax hits long [S, L]) over the rows of h against codes [M, S, L]."""
+        losses: list[list[Tensor]] = []
+        hits = []
+        for s in range(self.n_domains):
+            cond = torch.zeros_like(h)
+            losses.append([])
+            for lvl in range(self.levels):
+                head = self.heads[s * self.levels + lvl]
+                loss, hit = linear_cross_entropy(self._input(s, lvl, h, cond), head.weight, head.bias, codes[:, s, lvl])
+                losses[s].append(loss)
+                hits.append(hit)
+                cond = self._condition(s, lvl, cond, codes[:, s, lvl])
+        return losses, torch.stack(hits).reshape(self.n_domains, self.levels)
 
 
 @dataclass
@@ -133,21 +158,17 @@ class PretrainModel(nn.Module):
     def forward(self, x: Tensor, ch: Tensor, codes: Tensor, mask: Tensor) -> PretrainOutput:
         """x [B, C, P, T], ch [B, C], codes [B, C, P, S, L] (−1 at padding), mask bool [B, C, P]."""
         h, target = self._targets(x, ch, codes, mask)
-        logits, _ = self.heads(h, target)  # teacher forcing
+        ce, hits = self.heads.score(h, target)  # teacher forcing
         cfg = self.config
         n = target.shape[0]
-        total = h.new_zeros(())
+        total = h.new_zeros((), dtype=torch.float32)
         losses: dict[str, float] = {}
-        accuracy = h.new_zeros((len(cfg.domains), cfg.levels))
         for s, domain in enumerate(cfg.domains):
             for lvl in range(cfg.levels):
                 # sum, not mean: an empty selection (nothing masked) then gives 0, not NaN
-                ce = F.cross_entropy(logits[s][lvl].float(), target[:, s, lvl], reduction="sum")
-                total = total + cfg.level_weights[lvl] * ce
-                losses[f"{domain}_L{lvl}"] = float(ce.detach()) / max(n, 1)
-                with torch.no_grad():
-                    hits = (logits[s][lvl].argmax(-1) == target[:, s, lvl]).float().sum()
-                    accuracy[s, lvl] = hits / max(n, 1)
+                total = total + cfg.level_weights[lvl] * ce[s][lvl]
+                losses[f"{domain}_L{lvl}"] = float(ce[s][lvl].detach()) / max(n, 1)
+        accuracy = hits.float() / max(n, 1)
         losses["loss"] = float(total.detach()) / max(n, 1)
         return PretrainOutput(loss=total / max(n, 1), loss_sum=total, losses=losses, accuracy=accuracy, n_targets=n)
 

@@ -28,6 +28,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import Dataset
 
 from pipeline.config import TrainConfig
+from pipeline.train.allocator import keep_freed_memory
 from pipeline.train.checkpoint import latest, load_checkpoint, save_checkpoint
 from pipeline.train.metrics import MetricsLog
 from pipeline.train.schedule import warmup_cosine
@@ -51,6 +52,8 @@ class FitResult:
 
 def make_accelerator(tc: TrainConfig) -> Accelerator:
     accelerator = Accelerator(mixed_precision=tc.mixed_precision, cpu=not torch.cuda.is_available())
+    if accelerator.device.type == "cpu":
+        keep_freed_memory()
     set_seed(tc.seed)
     if tc.deterministic:
         torch.use_deterministic_algorithms(True)
