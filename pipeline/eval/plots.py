@@ -75,30 +75,36 @@ def plot_reconstructions(x: np.ndarray, waveform: np.ndarray, labels: list[str],
 
 
 def plot_level_accuracy(records: list[dict], path: Path, domains: list[str]) -> None:
-    """Masked-token accuracy per level, one panel per domain: training (teacher-forced, per logged step),
-    held-out (teacher-forced ● and inference ×) and the held-out majority-code baseline (dotted)."""
+    """Masked-token accuracy per level, one column per domain. Top: held-out accuracy of the model's own
+    coarse-to-fine predictions (level k conditioned on its predicted levels < k: what inference gives).
+    Bottom: teacher-forced accuracy (true lower-level codes given), training per logged step and held-out.
+    Dotted: the held-out frequency of each level's most common code."""
     train = [r for r in records if r.get("kind") == "train" and "accuracy" in r]
     held = [r for r in records if r.get("kind") == "heldout" and "accuracy" in r]
     if not train:
         return
     acc = np.array([r["accuracy"] for r in train])  # [steps, domains, levels]
     steps = [r["step"] for r in train]
-    fig, axes = plt.subplots(1, len(domains), figsize=(5.5 * len(domains), 4), squeeze=False)
+    hs = [r["step"] for r in held]
+    fig, axes = plt.subplots(2, len(domains), figsize=(5.5 * len(domains), 7), squeeze=False, sharex=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for s, dom in enumerate(domains):
-        ax = axes[0, s]
+        top, bottom = axes[0, s], axes[1, s]
         for lvl in range(acc.shape[2]):
             c = colors[lvl % len(colors)]
-            ax.plot(steps, acc[:, s, lvl], color=c, lw=1, alpha=0.6, label=f"L{lvl} train")
             if held:
-                hs = [r["step"] for r in held]
-                ax.plot(hs, [r["accuracy"][dom][lvl] for r in held], "o-", color=c, ms=4, label=f"L{lvl} held-out")
-                ax.plot(hs, [r["accuracy_inference"][dom][lvl] for r in held], "x", color=c, ms=6)
-                ax.axhline(held[-1]["majority"][dom][lvl], color=c, ls=":", lw=1)
-        ax.set(xlabel="step", ylabel="masked-token accuracy", title=f"{dom} codes", ylim=(0, None))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-    fig.suptitle("per-level code accuracy (dotted: most common code's frequency; ×: inference path)")
+                top.plot(hs, [r["accuracy_inference"][dom][lvl] for r in held], "o-", color=c, ms=4, label=f"L{lvl}")
+                bottom.plot(hs, [r["accuracy"][dom][lvl] for r in held], "o-", color=c, ms=4, label=f"L{lvl} held-out")
+                for ax in (top, bottom):
+                    ax.axhline(held[-1]["majority"][dom][lvl], color=c, ls=":", lw=1)
+            bottom.plot(steps, acc[:, s, lvl], color=c, lw=1, alpha=0.6, label=f"L{lvl} train")
+        top.set(ylabel="held-out accuracy", title=f"{dom} codes: predicted coarse to fine", ylim=(0, None))
+        bottom.set(xlabel="step", ylabel="masked-token accuracy", title=f"{dom} codes: lower levels given (teacher forcing)",
+                   ylim=(0, None))
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, ncol=2)
+    fig.suptitle("per-level code accuracy on masked patches (dotted: most common code's frequency)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

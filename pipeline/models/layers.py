@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-__all__ = ["Attention", "FeedForward", "Block", "Transformer", "PositionEmbedding", "key_mask", "init_weights_"]
+__all__ = ["Attention", "FeedForward", "Block", "Transformer", "PositionEmbedding", "key_mask", "time_distance_bias",
+           "init_weights_"]
 
 
 class Attention(nn.Module):
@@ -28,7 +29,8 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        # x [B, N, D]; mask bool [B, 1, 1, N] (True = key is attended)
+        # x [B, N, D]; mask bool [B, 1, 1, N] (True = key is attended) or an additive float bias broadcastable
+        # to [B, H, N, N] (−inf = never attended)
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, N, d]
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
@@ -108,6 +110,18 @@ def key_mask(valid: Tensor, patches: int) -> Tensor:
     mask = repeat(valid, "b c -> b 1 1 (c p)", p=patches)
     empty = ~valid.any(dim=1)  # [B]
     return mask | empty[:, None, None, None]
+
+
+def time_distance_bias(slopes: Tensor, channels: int, patches: int, valid: Tensor) -> Tensor:
+    """Additive attention bias −slope_h · |patch_i − patch_j| per head (ALiBi over the patch index), with keys
+    of padding channels at −inf as key_mask leaves them. slopes [H], valid bool [B, C] → [B or 1, H, C·P, C·P]."""
+    p = torch.arange(patches, device=slopes.device).repeat(channels)  # channel-major token order
+    distance = (p[:, None] - p[None, :]).abs().to(slopes.dtype)
+    bias = (-slopes[:, None, None] * distance).unsqueeze(0)  # [1, H, N, N]
+    keys = key_mask(valid, patches)
+    if bool(keys.all()):
+        return bias  # broadcast over the batch: no [B, H, N, N] copy when every channel is real
+    return bias.masked_fill(~keys, float("-inf"))
 
 
 def init_weights_(module: nn.Module) -> None:

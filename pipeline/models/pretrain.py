@@ -51,7 +51,8 @@ class PretrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PretrainConfig":
         d = dict(d)
-        backbone = BackboneConfig.from_dict(d.pop("backbone", {}))
+        # a saved config without the time bias comes from a model trained before it existed: keep it off
+        backbone = BackboneConfig.from_dict({"time_bias_max_slope": 0.0, **d.pop("backbone", {})})
         known = {f.name for f in dataclasses.fields(cls)}
         if set(d) - known:
             raise ValueError(f"unknown PretrainConfig keys: {sorted(set(d) - known)}")

