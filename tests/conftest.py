@@ -47,16 +47,14 @@ def _quiet_threads(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
 
 
-@pytest.fixture(scope="session")
-def demo_shards(demo_corpus: Path, tmp_path_factory) -> list[Path]:
-    """Shards of the real demo EEG at 10 s windows: BIDS s01 (train) / s02 (test), and PhysioNet (train)."""
+def build_demo_shards(demo_corpus: Path, root: Path, *, window_s: float, chunk_windows: int) -> list[Path]:
+    """Shards of the real demo EEG: BIDS s01 (train) / s02 (test), and PhysioNet (train)."""
     from pipeline.config import IngestConfig, MontageConfig, PatchConfig, PatchSettings, PreprocessConfig, SplitConfig
     from pipeline.stages.ingest import ingest
     from pipeline.stages.patch import patch
     from pipeline.stages.preprocess import preprocess
     from pipeline.stages.standardize import standardize
 
-    root = tmp_path_factory.mktemp("demo_shards")
     out = []
     for name, source, montage, splits in (
         ("bids", demo_corpus / "pylossless", MontageConfig(positions="biosemi128"), SplitConfig(test=("s02",))),
@@ -66,6 +64,13 @@ def demo_shards(demo_corpus: Path, tmp_path_factory) -> list[Path]:
         ingest(source, d, cfg=IngestConfig(min_duration_s=10, subject_regex=r"(S\d{3})R\d{2}"))
         standardize(d / "manifest.parquet", d / "montage.parquet", montage)
         preprocess(d / "montage.parquet", d / "preprocessed", PreprocessConfig(mains=60.0))
-        patch(d / "preprocessed", d / "shards", PatchSettings(patch=PatchConfig(window_s=10, chunk_windows=8), splits=splits))
+        patch(d / "preprocessed", d / "shards",
+              PatchSettings(patch=PatchConfig(window_s=window_s, chunk_windows=chunk_windows), splits=splits))
         out.append(d / "shards")
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_shards(demo_corpus: Path, tmp_path_factory) -> list[Path]:
+    """The demo EEG at 10 s windows (short windows keep model tests fast)."""
+    return build_demo_shards(demo_corpus, tmp_path_factory.mktemp("demo_shards"), window_s=10, chunk_windows=8)
