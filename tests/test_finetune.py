@@ -117,7 +117,7 @@ def test_leakage_guard_stops_on_a_planted_overlap(face_house: Path):
         check_leakage({}, test_index, where="demo")
 
 
-def _tiny_pretrained(folder: Path) -> Path:
+def _tiny_pretrained(folder: Path, **backbone) -> Path:
     from safetensors.torch import save_file
 
     from pipeline.models.pretrain import PretrainConfig, PretrainModel
@@ -126,7 +126,7 @@ def _tiny_pretrained(folder: Path) -> Path:
 
     torch.manual_seed(0)
     cfg = PretrainConfig(backbone=BackboneConfig.demo(vocab_size=len(load_vocabulary()), embed_dim=32, depth=2,
-                                                      heads=4), codebook_size=16)
+                                                      heads=4, **backbone), codebook_size=16)
     folder.mkdir(parents=True)
     save_file(state_tensors(PretrainModel(cfg)), str(folder / "model.safetensors"),
               metadata={"config": json.dumps(cfg.to_dict()), "fingerprint": "tiny", "kind": "pretrain",
@@ -154,3 +154,17 @@ def test_seeds_give_different_runs_and_the_best_epoch_is_chosen_on_validation(fa
         assert len(predictions) == r["n_test"] and predictions["p_house"].is_between(0, 1).all()
     floor = finetune(face_house, tmp_path / "logreg", section, FACE_HOUSE, method="logreg", seed=0, pretrained=None)
     assert 0.3 < floor["test"]["balanced_accuracy"] < 0.8
+
+
+@pytest.mark.slow
+def test_scratch_retrains_when_the_architecture_changes(face_house: Path, tmp_path: Path):
+    """`scratch` takes only the architecture from the pretrained folder: a rerun with another architecture must
+    not resume the old run's checkpoints."""
+    section = FinetuneSection(epochs=1, batch_size=64, lr=2e-3)
+    out = tmp_path / "scratch"
+    first = finetune(face_house, out, section, FACE_HOUSE, method="scratch", seed=0,
+                     pretrained=_tiny_pretrained(tmp_path / "a"), dataset="demo_bids")
+    finetune(face_house, out, section, FACE_HOUSE, method="scratch", seed=0,
+             pretrained=_tiny_pretrained(tmp_path / "b", time_bias_max_slope=0.0), dataset="demo_bids")
+    assert list(tmp_path.glob("scratch/checkpoints.stale-*")), "the old architecture's checkpoints were resumed"
+    assert first["n_train"] > 0

@@ -203,8 +203,10 @@ def finetune(samples: str | Path, out: str | Path, section: FinetuneSection, lab
 
     fit(model, out, tc, accelerator, optimizer=adamw(model, tc, param_groups=groups), make_data=make_data,
         train_step=train_step, evaluate=evaluate,
+        # the architecture too: `scratch` has no pretrained fingerprint, yet a changed backbone must retrain it
         state_extra={"method": method, "seed": seed, "section": to_dict(section), "labels": to_dict(labels),
-                     "pretrained_fingerprint": base.get("pretrained_fingerprint")})
+                     "pretrained_fingerprint": base.get("pretrained_fingerprint"),
+                     "backbone": to_dict(model_pt.config.backbone)})
     if not accelerator.is_main_process:
         return {}
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
