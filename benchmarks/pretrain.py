@@ -212,8 +212,8 @@ def run_one(size: str, precision: str, *, batch: int, steps: int, warmup: int, r
         # CPU seconds of this process per step (its threads together): less sensitive to other load than
         # wall time, though OpenMP threads spin while waiting for a descheduled sibling
         "own_cpu_s_per_step": round(statistics.median(t["own_cpu_s"] for t in takes), 3),
-        # kernel time and first-touch page faults: the step's large temporaries (logits [targets, codebook] per
-        # head) are fresh mmap'd pages every step with glibc malloc
+        # kernel time and first-touch page faults: with glibc's default malloc every large activation is a fresh
+        # mmap each step (5.5 s of a 10.2 s base step); pipeline/train/allocator.py keeps freed memory instead
         "sys_s_per_step": round(statistics.median(t["sys_s"] for t in takes), 3),
         "minor_faults_per_step": int(statistics.median(t["minor_faults"] for t in takes)),
         "phase_s_median": {k: round(statistics.median(v), 4) for k, v in phases.items()},
