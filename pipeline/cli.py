@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 # subcommand → (module under pipeline.stages, one-line help). Each module has add_arguments(parser)
@@ -49,7 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        args._module.main(args)
+        if os.environ.get("PIPELINE_DEVICE_CHECK", "") not in ("", "0"):
+            # a separate device played on the CPU (pipeline.train.device): forgotten moves fail here too
+            from pipeline.train.device import device_check
+
+            with device_check(True):
+                args._module.main(args)
+        else:
+            args._module.main(args)
     except (StageFailed, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -287,3 +287,22 @@ def test_demo_pretraining_predicts_level0_better_than_the_most_common_code(demo_
     predicted, majority = held["accuracy_inference"]["time"], held["majority"]["time"]
     assert predicted[0] > majority[0] + 0.03, json.dumps(held)
     assert predicted[0] > predicted[1] > predicted[2], json.dumps(held)
+
+
+def test_pretraining_and_its_evaluation_run_on_the_device(demo_codes, tmp_path: Path):
+    """Under the device check (a separate device played on the CPU), the held-out evaluation of a placed model
+    moves its batches and results, and a whole run trains on the device."""
+    from pipeline.data.windows import WindowIndex
+    from pipeline.train.device import device_check, place
+    from pipeline.train.pretrain import evaluate, model_config
+
+    shards, codes, _ = demo_codes
+    section = _section(max_steps=2, checkpoint_every=2, eval_every=2)
+    index = WindowIndex.from_shard_dirs(shards, splits=["test"], codes_dirs=codes)
+    with device_check(True) as check:
+        model = place(PretrainModel(model_config(section, 10, check_code_stores(shards, codes))), "cpu")
+        held = evaluate(model, index, section.mask, n_windows=8, batch_size=4, seed=0)
+        assert held["tokens"] > 0 and check.ops > 0
+        ops = check.ops
+        result = pretrain(shards, codes, tmp_path, section)
+        assert result.step == 2 and result.heldout["tokens"] > 0 and check.ops > ops

@@ -90,6 +90,48 @@ def test_codes_are_batch_independent_and_reused(demo_shards, tmp_path: Path):
     assert again["computed"] == 0 and again["reused"] == a["computed"]
 
 
+def test_training_evaluation_and_extraction_run_on_the_device(demo_shards, tmp_path: Path):
+    """Under the device check (a separate device played on the CPU): evaluation of a placed tokenizer moves its
+    batches and results, training places the model, and extract-codes encodes on the device."""
+    from pipeline.models.tokenizer import build_tokenizer
+    from pipeline.train.device import device_check, place
+    from pipeline.train.tokenizer import evaluate, model_config
+
+    held = WindowIndex.from_shard_dirs(demo_shards, splits=["test"])
+    with device_check(True) as check:
+        model = place(build_tokenizer(model_config(_section(), 10)), "cpu")
+        metrics, sample = evaluate(model, held, n_windows=4, batch_size=4)
+        assert np.isfinite(metrics["nmse"]) and sample["w"].shape == sample["x"].shape and check.ops > 0
+        ops = check.ops
+        train_tokenizer(demo_shards, tmp_path / "tok", _section(max_steps=2, eval_every=2))
+        assert check.ops > ops
+        ops = check.ops
+        stats = extract_codes(demo_shards[1], tmp_path / "tok", tmp_path / "codes")
+        assert stats["computed"] > 0 and check.ops > ops
+
+
+@pytest.mark.slow
+def test_two_processes_extract_the_codes_of_one(demo_shards, tmp_path: Path):
+    """extract-codes under torchrun with 2 CPU processes (shards split between them) writes the codes that one
+    process writes with another batch size."""
+    import subprocess
+    import sys
+
+    train_tokenizer(demo_shards, tmp_path / "tok", _section(max_steps=2))
+    one = extract_codes(demo_shards[0], tmp_path / "tok", tmp_path / "one", batch_windows=3)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "pipeline",
+                          "extract-codes", str(demo_shards[0]), "--tokenizer", str(tmp_path / "tok"),
+                          "--out", str(tmp_path / "two"), "--batch-windows", "64"], capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    stats = json.loads((tmp_path / "two" / "fingerprint.json").read_text())
+    assert stats["processes"] == 2 and stats["computed"] == one["computed"] >= 2
+    assert stats["fingerprint"] == one["fingerprint"]
+    for store in sorted((tmp_path / "one").rglob("part-*.zarr")):
+        a = zarr.open_group(str(store), mode="r")["codes"][...]
+        b = zarr.open_group(str(tmp_path / "two" / store.relative_to(tmp_path / "one")), mode="r")["codes"][...]
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.slow
 def test_two_processes_match_one_at_the_same_global_batch(demo_shards, tmp_path: Path):
     """torchrun with 2 CPU processes (gloo) ends where 1 process ends: DDP gradients and the

@@ -148,14 +148,15 @@ class WindowBatches(Dataset):
             lo, data = self._chunk_data(int(pos))
             for name in self.fields:
                 parts[name].append(data[name][int(self._row[pos]) - lo])
-        out = {name: torch.from_numpy(np.stack(v)) for name, v in parts.items()}
+        # as_tensor, not from_numpy (the same zero-copy view): torch function modes see it (pipeline.train.device)
+        out = {name: torch.as_tensor(np.stack(v)) for name, v in parts.items()}
         if "x" in out:
             out["x"] = out["x"].float()
         if "ch" in out:
             out["ch"] = out["ch"].long()
         if "codes" in out:
             out["codes"] = out["codes"].long()
-        out["window"] = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+        out["window"] = torch.as_tensor(np.asarray(rows, dtype=np.int64))
         return out
 
 

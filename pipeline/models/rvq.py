@@ -30,6 +30,9 @@ Conventions (shared by both classes)
   Its gradient w.r.t. ``x̂_k`` is the identity, like ``x̂ + (e - x̂).detach()``,
   but its *value* is exactly ``e_k`` in floating point, so in eval mode
   ``forward(x).quantized == decode(encode(x))`` bit for bit.
+* Precision: assignment, EMA statistics, k-means and the commitment loss run in fp32 outside autocast
+  (``_fp32``), in training as in ``encode``: under bf16 autocast the score matmul would be bf16 and near-tied
+  codewords would be chosen differently in training and in code extraction.
 * Commitment loss per level: ``mse(x̂_k, e_k.detach())``, summed over levels
   and multiplied by ``commitment_weight`` (BrainRVQ uses beta = 1).
 * EMA (training mode only, never a gradient to the codebook)::
@@ -64,6 +67,7 @@ Conventions (shared by both classes)
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -144,6 +148,15 @@ def laplace_smooth(cluster_size: Tensor, eps: float) -> Tensor:
     k = cluster_size.shape[0]
     smoothed = (cluster_size + eps) / (n + k * eps) * n
     return smoothed.clamp_min(torch.finfo(cluster_size.dtype).tiny)
+
+
+def _fp32(method):
+    """Run a quantizer method on fp32 inputs with autocast off (see Precision in the module docstring)."""
+    @functools.wraps(method)
+    def wrapper(self, x: Tensor, *args, **kwargs):
+        with torch.autocast(x.device.type, enabled=False):
+            return method(self, x.float(), *args, **kwargs)
+    return wrapper
 
 
 def nearest_code(x: Tensor, codebook: Tensor, *, euclidean: bool) -> Tensor:
@@ -346,6 +359,7 @@ class VectorQuantizer(nn.Module):
         """codes long [...] → codewords [..., D]."""
         return F.embedding(codes, self.codebook)
 
+    @_fp32
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
         """x [..., D] → codes long [...]."""
@@ -356,6 +370,7 @@ class VectorQuantizer(nn.Module):
         """codes long [...] → vectors [..., D]."""
         return self.lookup(codes)
 
+    @_fp32
     def quantize(self, x: Tensor) -> tuple[VQResult, Tensor]:
         """Flat x [N, D] → (result, counts [K]). Used by the residual stack."""
         xh = self._prepare(x)  # x̂ [N, D]
@@ -426,6 +441,7 @@ class ResidualVectorQuantizer(nn.Module):
     def bits_per_vector(self) -> float:
         return self.levels * math.log2(self.codebook_size)
 
+    @_fp32
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
         """x [..., D] → codes long [..., L]. Never changes the codebooks."""
@@ -447,6 +463,7 @@ class ResidualVectorQuantizer(nn.Module):
             out = out + self.layers[k].lookup(codes[..., k])
         return out
 
+    @_fp32
     def forward(self, x: Tensor) -> RVQResult:
         """x [..., D] → RVQResult. Training mode: k-means init, EMA update, dead-code restart."""
         lead = x.shape[:-1]

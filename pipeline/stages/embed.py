@@ -233,6 +233,7 @@ def embed_windows(backbone, shards: Path, *, batch_windows: int = 16, device: st
     from pipeline.data.windows import WindowBatches, WindowIndex
     from pipeline.models.classifier import pool_valid
     from pipeline.store.zarr_store import open_shard
+    from pipeline.train.device import place, to_device, to_host
 
     index = WindowIndex.from_shard_dirs([shards])
     table = index.table.sort(["recording", "start_s"], maintain_order=True)
@@ -246,7 +247,7 @@ def embed_windows(backbone, shards: Path, *, batch_windows: int = 16, device: st
     if patch_len != cfg.patch_size:
         raise StageFailed(f"patches of {patch_len} samples, but the model was trained on {cfg.patch_size}")
     dev = _device(device)
-    backbone = backbone.to(dev)
+    backbone = place(backbone, dev)
     batches = [np.arange(i, min(i + batch_windows, n)) for i in range(0, n, batch_windows)]
     data = WindowBatches(index, batches, fields=("x", "ch"))
     out = np.zeros((n, cfg.embed_dim), dtype=np.float32)
@@ -254,10 +255,10 @@ def embed_windows(backbone, shards: Path, *, batch_windows: int = 16, device: st
     with torch.inference_mode(), tqdm(total=n, desc="embed", unit="window", disable=None) as bar:
         for i in range(len(data)):
             batch = data[i]
-            x, ch = batch["x"].to(dev), batch["ch"].to(dev)
+            x, ch = to_device((batch["x"], batch["ch"]), dev)
             pooled = pool_valid(backbone(x, ch), ch)
             rows = batch["window"].numpy()
-            out[rows] = pooled.float().cpu().numpy()
+            out[rows] = to_host(pooled.float()).numpy()
             n_valid[rows] = (batch["ch"] >= 0).sum(1).numpy()
             bar.update(len(rows))
     meta = pa.table({"recording": pa.array(table["recording"].to_list(), pa.string()),

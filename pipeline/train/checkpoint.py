@@ -5,8 +5,11 @@ A checkpoint is a folder `step-NNNNNNN/` published atomically:
   optimizer.pt        optimizer + scheduler state: tensors and plain numbers only, loaded with
                       torch.load(weights_only=True)
   state.json          step, epoch, batch within the epoch, config, anything JSON-able
-  rng.pt              torch's CPU RNG state (a uint8 tensor)
-`latest()` returns the newest complete one; older ones beyond `keep` are removed.
+  rng.pt              every process's RNG states, in rank order: [{"cpu": uint8 tensor, "cuda": uint8 tensor}]
+`latest()` returns the newest complete one; older ones beyond `keep` are removed. Only the main process writes
+(the training loop gathers the other ranks' RNG states first); every process reads, onto the CPU first
+(`map_location="cpu"`), so a checkpoint written on GPUs loads anywhere and `load_state_dict` places each
+optimizer tensor beside its parameter (the step counters stay on the CPU, one scalar each).
 """
 
 from __future__ import annotations
@@ -31,14 +34,30 @@ def _step_dir(root: Path, step: int) -> Path:
     return root / f"step-{step:07d}"
 
 
+def rng_state() -> dict[str, torch.Tensor]:
+    """This process's generators: the CPU one, and the current CUDA device's when CUDA is in use."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
 def save_checkpoint(root: str | Path, *, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, state: dict, keep: int = 2) -> Path:
+                    scheduler: Any, state: dict, rng: list[dict[str, torch.Tensor]] | None = None,
+                    keep: int = 2) -> Path:
+    """Write step-NNNNNNN/ (call on the main process only); `rng`: every rank's rng_state(), in rank order."""
     root = Path(root)
     final = _step_dir(root, step)
     with atomic_path(final, directory=True) as tmp:
         save_file(state_tensors(model), str(tmp / "model.safetensors"), metadata={"step": str(step)})
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
-        torch.save(torch.get_rng_state(), tmp / "rng.pt")
+        torch.save(rng if rng is not None else [rng_state()], tmp / "rng.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))
     for old in sorted(root.glob("step-*"))[:-keep]:
         if ".tmp-" not in old.name:
@@ -52,13 +71,19 @@ def latest(root: str | Path) -> Path | None:
 
 
 def load_checkpoint(path: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    scheduler: Any = None) -> dict:
+                    scheduler: Any = None, rank: int = 0) -> dict:
+    """Restore weights, optimizer, scheduler and this rank's RNG; the state dict gains "rng_restored": False when
+    the checkpoint has no RNG state for `rank` (it was written by fewer processes) — the caller seeds it."""
     path = Path(path)
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     if optimizer is not None:
-        opt = torch.load(path / "optimizer.pt", weights_only=True)
+        opt = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
         optimizer.load_state_dict(opt["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(opt["scheduler"])
-    torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True))
-    return json.loads((path / "state.json").read_text())
+    rng = torch.load(path / "rng.pt", weights_only=True, map_location="cpu")
+    rng = [{"cpu": rng}] if isinstance(rng, torch.Tensor) else rng  # checkpoints of one process, before per-rank RNG
+    if rank < len(rng):
+        set_rng_state(rng[rank])
+    state = json.loads((path / "state.json").read_text())
+    return {**state, "rng_restored": rank < len(rng)}

@@ -30,6 +30,7 @@ from pipeline.models.backbone import Backbone
 from pipeline.models.classifier import Classifier, freeze_report, layer_decay_groups
 from pipeline.store.atomic import write_text_atomic
 from pipeline.store.tables import write_table
+from pipeline.train.device import device_of, to_device, to_host
 from pipeline.train.loop import StepResult, adamw, fit, make_accelerator
 from pipeline.train.pretrain import load_pretrained_folder
 
@@ -74,7 +75,7 @@ def load_split(samples: Path, split: str, labels: LabelConfig) -> SplitData:
 
 class LabelledBatches(Dataset):
     def __init__(self, data: WindowBatches, y: np.ndarray) -> None:
-        self.data, self.y = data, torch.from_numpy(y)
+        self.data, self.y = data, torch.as_tensor(y)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -92,15 +93,16 @@ def _all_windows(split: SplitData, batch_size: int, fields=("x", "ch")):
 
 
 @torch.no_grad()
-def predict(model: Classifier, split: SplitData, batch_size: int, device) -> np.ndarray:
+def predict(model: Classifier, split: SplitData, batch_size: int) -> np.ndarray:
     """Scores per window: P(class 1) [n] for binary tasks, class probabilities [n, k] otherwise."""
     model.eval()
     out = []
     data = _all_windows(split, batch_size)
+    device = device_of(model)
     for i in range(len(data)):
-        b = data[i]
-        logits = model(b["x"].to(device), b["ch"].to(device)).float()
-        out.append((torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else logits.softmax(-1)).cpu().numpy())
+        b = to_device(data[i], device)
+        logits = model(b["x"], b["ch"]).float()
+        out.append(to_host(torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else logits.softmax(-1)).numpy())
     model.train()
     return np.concatenate(out)
 
@@ -192,7 +194,7 @@ def finetune(samples: str | Path, out: str | Path, section: FinetuneSection, lab
     best = _best_so_far(out / "metrics.jsonl", section.primary_metric)
 
     def evaluate(raw, step: int) -> dict:
-        scores = {name: predict(raw, splits[name], tc.batch_size, accelerator.device) for name in ("val", "test")}
+        scores = {name: predict(raw, splits[name], tc.batch_size) for name in ("val", "test")}
         record = {"epoch": step // n_batches,
                   **{name: task_metrics(task, splits[name].y, scores[name]) for name in ("val", "test")}}
         value = record["val"][section.primary_metric]

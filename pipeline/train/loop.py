@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +25,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 from torch.utils.data import Dataset
 
 from pipeline.config import TrainConfig
 from pipeline.train.allocator import keep_freed_memory
-from pipeline.train.checkpoint import latest, load_checkpoint, save_checkpoint
+from pipeline.train.checkpoint import latest, load_checkpoint, rng_state, save_checkpoint
+from pipeline.train.device import place, to_device
 from pipeline.train.metrics import MetricsLog
 from pipeline.train.schedule import warmup_cosine
 
@@ -51,6 +53,9 @@ class FitResult:
 
 
 def make_accelerator(tc: TrainConfig) -> Accelerator:
+    if tc.deterministic:
+        # deterministic cuBLAS matmuls need a fixed workspace, set before CUDA initializes (else they raise)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     accelerator = Accelerator(mixed_precision=tc.mixed_precision, cpu=not torch.cuda.is_available())
     if accelerator.device.type == "cpu":
         keep_freed_memory()
@@ -139,26 +144,42 @@ def fit(model: torch.nn.Module, out: Path, tc: TrainConfig, accelerator: Acceler
     step, epoch, batch_in_epoch = 0, 0, 0
     extra = json.loads(json.dumps(state_extra or {}))  # JSON-normalized: compared with what checkpoints hold
     resume = latest(ckpt_root)
-    if resume is not None and not _same_run(resume, extra):
+    stale_run = resume is not None and not _same_run(resume, extra)
+    accelerator.wait_for_everyone()  # every rank has decided before the main process moves anything
+    if stale_run:
         # A rerun after a config change must retrain, not resume the old configuration's run.
-        stale = ckpt_root.with_name(f"checkpoints.stale-{time.strftime('%Y%m%d-%H%M%S')}")
-        ckpt_root.rename(stale)
-        log.warning("%s: checkpoints were made with other settings; moved to %s, training from step 0", out, stale)
+        if accelerator.is_main_process:
+            stale = ckpt_root.with_name(f"checkpoints.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+            ckpt_root.rename(stale)
+            log.warning("%s: checkpoints were made with other settings; moved to %s, training from step 0", out, stale)
+        accelerator.wait_for_everyone()
         resume = None
     if resume is not None:
-        state = load_checkpoint(resume, model=model, optimizer=optimizer, scheduler=scheduler)
+        state = load_checkpoint(resume, model=model, optimizer=optimizer, scheduler=scheduler,
+                                rank=accelerator.process_index)
         step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        log.info("resumed from %s (step %d)", resume, step)
-    metrics = MetricsLog(out / "metrics.jsonl", resume_from_step=step if resume else None)
+        if not state["rng_restored"]:  # resumed with more processes than wrote the checkpoint
+            set_seed(int(np.random.SeedSequence([tc.seed, step, accelerator.process_index]).generate_state(1)[0]))
+        log.info("resumed from %s (step %d, %d process(es))", resume, step, accelerator.num_processes)
+    # The main process alone owns metrics.jsonl (truncated to the checkpoint on resume, appended to after).
+    metrics = MetricsLog(out / "metrics.jsonl", resume_from_step=step if resume else None) \
+        if accelerator.is_main_process else None
+    model = place(model, accelerator.device)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
     end = tc.max_steps if stop_after is None else min(tc.max_steps, stop_after)
 
     def checkpoint() -> None:
+        rng = gather_object([rng_state()])  # every rank's generators, so that each continues its own stream
         if accelerator.is_main_process:
             save_checkpoint(ckpt_root, step=step, model=raw_model, optimizer=optimizer, scheduler=scheduler,
-                            state={"epoch": epoch, "batch_in_epoch": batch_in_epoch, **extra})
+                            state={"epoch": epoch, "batch_in_epoch": batch_in_epoch, **extra}, rng=rng)
         accelerator.wait_for_everyone()
+
+    def held_out() -> dict:
+        # the training precision: held-out numbers describe the model as it trains (and as it will run)
+        with accelerator.autocast():
+            return evaluate(raw_model, step)
 
     t_last, patches_since = time.perf_counter(), 0
     evaluated: tuple[int, dict] = (-1, {})
@@ -168,8 +189,7 @@ def fit(model: torch.nn.Module, out: Path, tc: TrainConfig, accelerator: Acceler
             raise ValueError(f"{out}: not one full batch of {tc.batch_size} windows to train on")
         for batch in _loader(data, tc.num_workers, batch_in_epoch):
             model.train()
-            micro = [{k: v.to(accelerator.device) for k, v in mb.items()}
-                     for mb in _micro_batches(batch, tc.grad_accum)]
+            micro = [to_device(mb, accelerator.device) for mb in _micro_batches(batch, tc.grad_accum)]
             if count is not None:
                 counts = [float(count(mb)) for mb in micro]
                 local = sum(counts)
@@ -201,11 +221,12 @@ def fit(model: torch.nn.Module, out: Path, tc: TrainConfig, accelerator: Acceler
                                **record, "grad_norm": float(grad_norm),
                                "patches_per_s": patches_since / max(now - t_last, 1e-9)})
                 t_last, patches_since = now, 0
-            if evaluate is not None and step % tc.eval_every == 0 and accelerator.is_main_process:
-                evaluated = (step, evaluate(raw_model, step))
-                metrics.write({"kind": "heldout", "step": step, **evaluated[1]})
+            # Checkpoint first: an evaluation that fails must not cost the steps since the last checkpoint.
             if step % tc.checkpoint_every == 0:
                 checkpoint()
+            if evaluate is not None and step % tc.eval_every == 0 and accelerator.is_main_process:
+                evaluated = (step, held_out())
+                metrics.write({"kind": "heldout", "step": step, **evaluated[1]})
             if step >= end:
                 break
         else:
@@ -216,7 +237,7 @@ def fit(model: torch.nn.Module, out: Path, tc: TrainConfig, accelerator: Acceler
         if evaluated[0] == step:  # the last step was an evaluation step: not twice
             final = evaluated[1]
         else:
-            final = evaluate(raw_model, step)
+            final = held_out()
             metrics.write({"kind": "heldout", "step": step, **final})
     accelerator.wait_for_everyone()
     return FitResult(step=step, records=metrics.read() if accelerator.is_main_process else [], evaluation=final)

@@ -29,6 +29,7 @@ from pipeline.store.atomic import atomic_path, write_text_atomic
 from pipeline.store.fingerprint import weights_fingerprint
 from pipeline.store.zarr_store import open_shard
 from pipeline.train.checkpoint import state_tensors
+from pipeline.train.device import device_of, to_device, to_host
 from pipeline.train.loop import StepResult, fit, make_accelerator
 from pipeline.train.masking import sample_mask
 
@@ -146,13 +147,16 @@ def evaluate(model: PretrainModel, index: WindowIndex, cfg: MaskConfig, *, n_win
     hits_tf = np.zeros((len(domains), levels))
     hits_inf = np.zeros((len(domains), levels))
     targets, loss_sum, n = [], 0.0, 0
+    device = device_of(model)
     for i in range(len(data)):
         batch = data[i]
-        mask = draw_masks(batch, cfg, 1.0, lambda w: window_generator(seed, EVAL_EPOCH, w))
-        out = model(batch["x"], batch["ch"], batch["codes"], mask)
-        predicted, target = model.predict(batch["x"], batch["ch"], batch["codes"], mask)
-        hits_tf += out.accuracy.numpy() * out.n_targets
-        hits_inf += (predicted == target).sum(0).numpy()
+        batch["mask"] = draw_masks(batch, cfg, 1.0, lambda w: window_generator(seed, EVAL_EPOCH, w))
+        b = to_device(batch, device)
+        out = model(b["x"], b["ch"], b["codes"], b["mask"])
+        predicted, target = model.predict(b["x"], b["ch"], b["codes"], b["mask"])
+        accuracy, hits, target = to_host((out.accuracy, (predicted == target).sum(0), target))
+        hits_tf += accuracy.double().numpy() * out.n_targets
+        hits_inf += hits.numpy()
         loss_sum += out.losses["loss"] * out.n_targets
         n += out.n_targets
         targets.append(target.numpy())

@@ -28,6 +28,7 @@ from pipeline.store.atomic import atomic_path, write_text_atomic
 from pipeline.store.fingerprint import weights_fingerprint
 from pipeline.store.zarr_store import open_shard
 from pipeline.train.checkpoint import state_tensors
+from pipeline.train.device import device_of, to_device, to_host
 from pipeline.train.loop import StepResult, fit, make_accelerator
 
 log = logging.getLogger(__name__)
@@ -52,12 +53,14 @@ def evaluate(model, index: WindowIndex, *, n_windows: int, batch_size: int) -> t
     rows = np.arange(min(n_windows, len(index)))
     data = WindowBatches(index, [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)])
     parts, sample = [], None
+    device = device_of(model)
     for i in range(len(data)):
-        batch = data[i]
+        batch = to_device(data[i], device)
         rec = model.reconstruct(batch["x"], batch["ch"])
-        parts.append(reconstruction_metrics(batch["x"], rec.waveform, rec.valid))
+        waveform = rec.waveform.float()  # under bf16 autocast the decoder's output is bf16
+        parts.append(reconstruction_metrics(batch["x"], waveform, rec.valid))
         if sample is None:
-            sample = {"x": batch["x"].numpy(), "w": rec.waveform.numpy(), "ch": batch["ch"].numpy()}
+            sample = {k: v.numpy() for k, v in to_host({"x": batch["x"], "w": waveform, "ch": batch["ch"]}).items()}
     return merge(parts), sample
 
 
