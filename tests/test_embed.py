@@ -111,6 +111,20 @@ def test_deterministic_and_depends_on_weights(embedded, physionet_edf: Path, mod
     assert not np.allclose(vectors, first)
 
 
+def test_embedding_runs_on_the_device(embedded, model_dir):
+    """Under the device check (a separate device played on the CPU) the backbone is placed, batches are moved
+    and results come back before numpy; the embeddings are the plain run's."""
+    from pipeline.train.device import device_check
+
+    table, root = embedded
+    with device_check(True) as check:
+        backbone, _, _ = load_backbone(model_dir[0])
+        _, vectors = embed_windows(backbone, root / "work" / "shards", device="cpu")
+        assert check.ops > 0
+    first = np.asarray(table["embedding"].combine_chunks().flatten()).reshape(-1, EMBED_DIM)
+    np.testing.assert_array_equal(vectors, first)
+
+
 def test_each_recording_is_notched_at_its_own_mains(embedded, tmp_path: Path):
     from pipeline.config import PreprocessConfig
     from pipeline.store.zarr_store import open_group

@@ -235,9 +235,15 @@ def test_two_processes_match_one_at_the_same_global_batch(demo_codes, tmp_path: 
             "--settings", settings]
     one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True)
     assert one.returncode == 0, one.stderr[-3000:]
+    # "two": one process to the step-2 checkpoint, then 2 processes resume it (the process count may change
+    # between a run and its resumption: each rank slices the same global batches; the new rank gets a seeded RNG)
+    first = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "two"), "--stop-after", "2"],
+                           capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *args,
                           "--out", str(tmp_path / "two")], capture_output=True, text=True)
     assert two.returncode == 0, two.stderr[-3000:]
+    assert "(step 2, 2 process(es))" in two.stderr, two.stderr[-3000:]
 
     def losses(run: str) -> list[float]:
         lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
