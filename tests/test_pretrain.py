@@ -243,7 +243,7 @@ def test_two_processes_match_one_at_the_same_global_batch(demo_codes, tmp_path: 
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *args,
                           "--out", str(tmp_path / "two")], capture_output=True, text=True)
     assert two.returncode == 0, two.stderr[-3000:]
-    assert "(step 2, 2 process(es))" in two.stderr, two.stderr[-3000:]
+    assert "(step 2) on 2 process(es)" in two.stderr, two.stderr[-3000:]
 
     def losses(run: str) -> list[float]:
         lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()

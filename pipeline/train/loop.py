@@ -160,7 +160,7 @@ def fit(model: torch.nn.Module, out: Path, tc: TrainConfig, accelerator: Acceler
         step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         if not state["rng_restored"]:  # resumed with more processes than wrote the checkpoint
             set_seed(int(np.random.SeedSequence([tc.seed, step, accelerator.process_index]).generate_state(1)[0]))
-        log.info("resumed from %s (step %d, %d process(es))", resume, step, accelerator.num_processes)
+        log.info("resumed from %s (step %d) on %d process(es)", resume, step, accelerator.num_processes)
     # The main process alone owns metrics.jsonl (truncated to the checkpoint on resume, appended to after).
     metrics = MetricsLog(out / "metrics.jsonl", resume_from_step=step if resume else None) \
         if accelerator.is_main_process else None
