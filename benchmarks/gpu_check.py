@@ -386,14 +386,21 @@ def tokenizer_step_flops(c: TokenizerConfig, windows: int, channels: int, patche
     return {**terms, "total": sum(terms.values())}
 
 
-def counted_flops(fn: Callable[[], Any]) -> float:
-    """FLOPs torch.utils.flop_counter counts for one call (matmuls, convolutions, SDPA; forward and backward)."""
+COUNTER_NOTE = ("torch.utils.flop_counter.FlopCounterMode over one whole training step (forward, backward, optimizer). "
+                "It has no formula for in-place addmm_ (the code heads' fp32 weight gradient in "
+                "pipeline.models.linear_ce) nor for the CPU flash SDPA op, so on those paths it counts less than "
+                "the formula; on CUDA it counts the flash/efficient/cuDNN SDPA ops and the math path's bmm.")
+
+
+def counted_flops(fn: Callable[[], Any]) -> tuple[float, dict[str, float]]:
+    """(total, per aten op) FLOPs torch.utils.flop_counter counts for one call (see COUNTER_NOTE)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter:
         fn()
-    return float(counter.get_total_flops())
+    by_op = {str(op): float(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    return float(counter.get_total_flops()), by_op
 
 
 # --------------------------------------------------------------------------- sections
@@ -559,7 +566,7 @@ def section_train(kind: str, precision: str, opts: Options, budget: Budget, devi
     first = time.perf_counter() - t0
     for i in range(1, opts.warmup):
         trainer.step(data[i % len(data)])
-    flops_counted = counted_flops(lambda: trainer.step(data[1 % len(data)]))
+    flops_counted, counted_by_op = counted_flops(lambda: trainer.step(data[1 % len(data)]))
     reset_peak(device)
     i = iter(range(10**9))
     timing = timed_reps(lambda: trainer.step(data[next(i) % len(data)]), reps=opts.steps, budget=budget,
@@ -579,7 +586,8 @@ def section_train(kind: str, precision: str, opts: Options, budget: Budget, devi
         "patches_per_s": patches / median, "windows_per_s": b / median,
         "peak_memory": peak_memory(device),
         "flops_per_step_formula": flops, "flops_formula": FLOP_FORMULA,
-        "flops_per_step_counted": flops_counted, "counted_over_formula": flops_counted / flops["total"],
+        "flops_per_step_counted": flops_counted, "flops_counted_by_op": counted_by_op, "flops_counted_note": COUNTER_NOTE,
+        "counted_over_formula": flops_counted / flops["total"],
         "tflops_per_s": achieved / 1e12, "tflops_per_s_counted": flops_counted / median / 1e12,
         "mfu_vs_bf16_peak": achieved / (opts.peak_tflops * 1e12), "peak_tflops_bf16_dense": opts.peak_tflops,
         "config": model.config.to_dict(),
@@ -914,6 +922,11 @@ def write_json_atomic(path: Path, report: dict) -> None:
 
 def run(opts: Options) -> dict:
     device = torch.device(opts.device)
+    if opts.smoke:
+        # correctness, not speed: one thread, which does not spin against the other jobs of a shared CI machine
+        # (OMP_NUM_THREADS also keeps Accelerate's MULTI_CPU set-up from raising the count again)
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_check: --device cuda but torch.cuda.is_available() is False; use --smoke on a CPU")
     path = opts.out / "gpu_check.json"
@@ -949,7 +962,7 @@ def summary(report: dict) -> str:
             lines.append(f"{name:15s} {s['status'].upper()}: {s.get('error', s.get('reason', ''))}")
         elif "patches_per_s" in s and "mfu_vs_bf16_peak" in s:
             lines.append(f"{name:15s} {s['patches_per_s']:12.1f} patches/s  {s['step_s_median'] * 1e3:8.2f} ms/step  "
-                         f"{s['tflops_per_s']:7.2f} TFLOP/s  MFU {s['mfu_vs_bf16_peak']:.4f}  "
+                         f"{s['tflops_per_s']:9.3g} TFLOP/s  MFU {s['mfu_vs_bf16_peak']:.3g}  "
                          f"peak {s['peak_memory']}")
         elif name == "extract_codes":
             lines.append(f"{name:15s} {s['windows_per_s']:12.1f} windows/s ({s['windows_per_s_model_only']:.1f} "
