@@ -129,3 +129,32 @@ def test_gpu_hours_on_the_smoke_json(smoke, tmp_path):
     assert stages["pretrain"]["units"] == (1 + len(cfg.pretrain.ablations)) * tc.max_steps * tc.batch_size * 19 * 30
     assert all(_positive(r["gpu_hours"]) for r in result["finetune"] if "method" in r)
     assert "| **total** |" in (tmp_path / "hours.md").read_text()
+
+
+WRAP_HERE = """
+import json, socket, sys, tempfile
+from pathlib import Path
+import torch, torch.distributed as dist
+sys.path.insert(0, sys.argv[1])
+import gpu_check
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+# a process group Accelerate does not know about (no LOCAL_RANK): it leaves the model unwrapped, as it does at
+# world size 1 on CUDA, so WorldOneDDP must wrap it
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+torch.set_num_threads(1)
+with tempfile.TemporaryDirectory() as tmp:
+    r = gpu_check.fit_check("tokenizer", gpu_check.Options.smoke_mode(Path(tmp)), Path(tmp), torch.device("cpu"))
+print(json.dumps({k: r[k] for k in ("ddp", "resumed_ok", "equal_to_uninterrupted")}))
+"""
+
+
+def test_fit_check_wraps_in_ddp_where_accelerate_does_not():
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, "-c", WRAP_HERE, str(SCRIPT.parent)], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["ddp"]["wrapped_by"] == "gpu_check (WorldOneDDP)" and r["ddp"]["world_size"] == 1
+    assert r["resumed_ok"] and r["equal_to_uninterrupted"]
