@@ -96,13 +96,6 @@ def l2norm(t: Tensor) -> Tensor:
     return F.normalize(t, p=2.0, dim=-1)
 
 
-def fp32_quantizer_math(x: Tensor):
-    """Autocast off for the quantizer: codebooks and EMA statistics are fp32 buffers (a bf16 restart row cannot be
-    written into them), and a bf16 code search (8 mantissa bits) picks another nearest code between close
-    codewords. Inputs are cast to fp32; gradients flow back to them in their own dtype."""
-    return torch.autocast(x.device.type, enabled=False)
-
-
 def _is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
@@ -370,9 +363,8 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
         """x [..., D] → codes long [...]."""
-        with fp32_quantizer_math(x):
-            flat = rearrange(self._prepare(x.float()), "... d -> (...) d")
-            return self.assign(flat).reshape(x.shape[:-1])
+        flat = rearrange(self._prepare(x), "... d -> (...) d")
+        return self.assign(flat).reshape(x.shape[:-1])
 
     def decode(self, codes: Tensor) -> Tensor:
         """codes long [...] → vectors [..., D]."""
@@ -381,10 +373,6 @@ class VectorQuantizer(nn.Module):
     @_fp32
     def quantize(self, x: Tensor) -> tuple[VQResult, Tensor]:
         """Flat x [N, D] → (result, counts [K]). Used by the residual stack."""
-        with fp32_quantizer_math(x):
-            return self._quantize(x.float())
-
-    def _quantize(self, x: Tensor) -> tuple[VQResult, Tensor]:
         xh = self._prepare(x)  # x̂ [N, D]
         fresh_init = self.training and not bool(self.initialized)
         if fresh_init:
@@ -458,13 +446,12 @@ class ResidualVectorQuantizer(nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         """x [..., D] → codes long [..., L]. Never changes the codebooks."""
         lead = x.shape[:-1]
-        with fp32_quantizer_math(x):
-            residual = rearrange(x.float(), "... d -> (...) d")
-            codes = []
-            for vq in self.layers:
-                level_codes = vq.assign(vq._prepare(residual))
-                residual = residual - vq.lookup(level_codes)
-                codes.append(level_codes)
+        residual = rearrange(x, "... d -> (...) d")
+        codes = []
+        for vq in self.layers:
+            level_codes = vq.assign(vq._prepare(residual))
+            residual = residual - vq.lookup(level_codes)
+            codes.append(level_codes)
         return torch.stack(codes, dim=-1).reshape(*lead, self.levels)
 
     def decode(self, codes: Tensor) -> Tensor:
@@ -480,7 +467,7 @@ class ResidualVectorQuantizer(nn.Module):
     def forward(self, x: Tensor) -> RVQResult:
         """x [..., D] → RVQResult. Training mode: k-means init, EMA update, dead-code restart."""
         lead = x.shape[:-1]
-        residual = rearrange(x.float(), "... d -> (...) d")  # r_1 = z  [N, D], fp32 (see fp32_quantizer_math)
+        residual = rearrange(x, "... d -> (...) d")  # r_1 = z  [N, D]
         quantized: Tensor | None = None
         codes, commits, usage, perplexity = [], [], [], []
         for vq in self.layers:
