@@ -9,7 +9,7 @@ CORES ?= 2
 TORCH_CONSTRAINT ?= constraints.txt
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench clean-demo
+.PHONY: install demo test check bench clean-demo
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required")'
@@ -23,8 +23,14 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/snakemake all --cores $(CORES) --printshellcmds --configfile config/demo.yaml
 
+# Two pytest workers (pytest-xdist): most slow tests wait on subprocesses (Snakemake, torchrun, SLURM) half the
+# time. Tests that share one finished workdir carry one xdist_group mark and run on one worker.
 test: $(VENV)/.installed
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(CORES) --dist loadgroup $(PYTEST_ARGS)
+
+# The quick local loop: everything not marked slow (no workflow runs, no multi-process or long training).
+check: $(VENV)/.installed
+	$(PY) -m pytest -m "not slow" -n $(CORES) --dist loadgroup -q $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/readers.py
