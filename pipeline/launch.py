@@ -120,25 +120,39 @@ def accelerate_command(plan: NodePlan, *, machines: int, machine_rank: int, main
 
 
 def srun_command(*, rule: str, gpus: int, nodes: int, mixed: str, rendezvous: str, stage: Sequence[str],
-                 env: Mapping[str, str], python: str = sys.executable) -> list[str]:
+                 cpus: int | None, python: str = sys.executable) -> list[str]:
     """One launcher per node in a new step of this allocation. --overlap: the step that runs this launcher
     (Snakemake's jobstep `srun -n1`) already holds the first node's CPUs and GPUs, and the new step shares them."""
     cmd = ["srun", "--overlap", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1",
            "--kill-on-bad-exit=1"]
     if gpus:
         cmd.append(f"--gres=gpu:{gpus}")  # per node: each launcher's CUDA_VISIBLE_DEVICES is its own node's
-    cpus = cpus_per_node(env)
     if cpus:
         cmd.append(f"--cpus-per-task={cpus}")  # one task per node gets the node's CPUs, not srun's default of 1
     return [*cmd, python, "-m", "pipeline.launch", "--rule", rule, "--gpus", str(gpus), "--nodes", str(nodes),
             "--mixed-precision", mixed, "--rendezvous", rendezvous, "--", *stage]
 
 
-def cpus_per_node(env: Mapping[str, str]) -> int | None:
-    """The smallest CPU count per node of the job, from SLURM_JOB_CPUS_PER_NODE ("16(x2)" or "8,4")."""
-    raw = env.get("SLURM_JOB_CPUS_PER_NODE", "")
-    counts = [int(m) for m in re.findall(r"(\d+)(?:\(x\d+\))?", raw)]
-    return min(counts) if counts else None
+def step_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment for that srun: without the enclosing step's SLURM_*/SRUN_* variables (its node list,
+    task and CPU counts describe one node, and srun would take them for the allocation), as the jobstep plugin
+    does for its own srun; srun then asks slurmctld for the job's allocation."""
+    keep = {"SLURM_JOB_ID", "SLURM_JOBID", "SLURM_CONF", "SLURM_CLUSTER_NAME"}
+    return {k: v for k, v in env.items()
+            if k in keep or not k.startswith(("SLURM_", "SRUN_", "SBATCH_", "SALLOC_"))}
+
+
+def parse_job(scontrol_job: str) -> dict[str, str]:
+    """`scontrol show job -o ID` as a dict (NodeList, NumNodes, NumCPUs, ...)."""
+    return dict(f.split("=", 1) for f in scontrol_job.split() if "=" in f)
+
+
+def cpus_per_node(job: Mapping[str, str]) -> int | None:
+    """CPUs per node of a job whose nodes got the same share (one request per node: cpus_per_gpu × GPUs)."""
+    try:
+        return max(1, int(job["NumCPUs"]) // int(job["NumNodes"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def node_addr(scontrol_node: str) -> str:
@@ -183,19 +197,20 @@ def _scontrol(*args: str) -> str:
     return out.stdout
 
 
-def rendezvous(env: Mapping[str, str], nodes: int, rule: str) -> str:
-    """host:port on the job's first node, for a job that must span `nodes` nodes."""
-    job = env.get("SLURM_JOB_ID")
-    if not job:
+def job_layout(env: Mapping[str, str], nodes: int, rule: str) -> tuple[str, int | None]:
+    """(host:port on the job's first node, CPUs per node) for a job that must span `nodes` nodes. Asked of
+    slurmctld: inside a job step the SLURM_* variables describe the step (one node), not the job."""
+    job_id = env.get("SLURM_JOB_ID")
+    if not job_id:
         raise LaunchError(f"rule {rule}: --nodes {nodes} needs a SLURM allocation (SLURM_JOB_ID is unset); "
                           f"run through the slurm profile or set resources.{rule}.nodes to 1")
-    nodelist = env.get("SLURM_JOB_NODELIST") or re.search(r"\bNodeList=(\S+)", _scontrol("show", "job", "-o", job))[1]
-    hosts = _scontrol("show", "hostnames", nodelist).split()
+    job = parse_job(_scontrol("show", "job", "-o", job_id))
+    hosts = _scontrol("show", "hostnames", job.get("NodeList", "")).split()
     if len(hosts) != nodes:
-        raise LaunchError(f"rule {rule}: asked for {nodes} nodes but SLURM job {job} has {len(hosts)} ({nodelist})")
-    here = env.get("SLURMD_NODENAME")
-    port = free_port() if here == hosts[0] else derived_port(job)
-    return f"{node_addr(_scontrol('show', 'node', '-o', hosts[0]))}:{port}"
+        raise LaunchError(f"rule {rule}: asked for {nodes} nodes but SLURM job {job_id} has {len(hosts)} "
+                          f"({job.get('NodeList')}); set resources.{rule}.nodes")
+    port = free_port() if env.get("SLURMD_NODENAME") == hosts[0] else derived_port(job_id)
+    return f"{node_addr(_scontrol('show', 'node', '-o', hosts[0]))}:{port}", cpus_per_node(job)
 
 
 def cuda_device_count() -> int:
@@ -221,10 +236,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.nodes < 1:
             raise LaunchError(f"rule {args.rule}: --nodes {args.nodes} must be at least 1")
         if args.nodes > 1 and args.rendezvous is None:
+            main, cpus = job_layout(env, args.nodes, args.rule)
             cmd = srun_command(rule=args.rule, gpus=args.gpus, nodes=args.nodes, mixed=args.mixed_precision,
-                               rendezvous=rendezvous(env, args.nodes, args.rule), stage=stage, env=env)
+                               rendezvous=main, stage=stage, cpus=cpus)
             print(f"launcher: rule={args.rule} nodes={args.nodes}: {shlex.join(cmd)}", file=sys.stderr, flush=True)
-            os.execvp(cmd[0], cmd)
+            os.execvpe(cmd[0], cmd, step_env(env))
         node = node_name(env)
         plan = plan_node(args.rule, args.gpus, env, cuda_device_count(), node)
         if args.nodes > 1:

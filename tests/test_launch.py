@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from pipeline.launch import (FAKE_GPUS_ENV, LaunchError, NodePlan, accelerate_command, cpus_per_node, derived_port,
-                             free_port, granted_gpus, launch_line, node_addr, plan_node, srun_command)
+                             free_port, granted_gpus, launch_line, node_addr, parse_job, plan_node, srun_command,
+                             step_env)
 
 JOB = {"SLURM_JOB_ID": "42"}
 STAGE = ["-m", "pipeline", "pretrain", "--out", "x"]
@@ -99,19 +100,26 @@ def test_accelerate_command_two_nodes():
 
 def test_srun_command_starts_one_launcher_per_node():
     cmd = srun_command(rule="pretrain", gpus=8, nodes=2, mixed="bf16", rendezvous="10.0.0.5:41000", stage=STAGE,
-                       env={"SLURM_JOB_CPUS_PER_NODE": "64(x2)"}, python="py")
+                       cpus=64, python="py")
     assert cmd[:6] == ["srun", "--overlap", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
     assert "--gres=gpu:8" in cmd and "--cpus-per-task=64" in cmd
     inner = cmd[cmd.index("py"):]
     assert inner[:3] == ["py", "-m", "pipeline.launch"] and _opt(inner, "--rendezvous") == "10.0.0.5:41000"
     assert _opt(inner, "--nodes") == "2" and _opt(inner, "--gpus") == "8" and inner[-len(STAGE) - 1:] == ["--", *STAGE]
-    cpu = srun_command(rule="pretrain", gpus=0, nodes=2, mixed="no", rendezvous="h:1", stage=STAGE, env={},
+    cpu = srun_command(rule="pretrain", gpus=0, nodes=2, mixed="no", rendezvous="h:1", stage=STAGE, cpus=None,
                        python="py")
     assert not any(a.startswith(("--gres", "--cpus-per-task")) for a in cpu[:cpu.index("py")])
 
 
+def test_the_srun_inside_a_step_sees_the_job_not_the_step():
+    env = step_env({"SLURM_JOB_ID": "5", "SLURM_CONF": "/etc/slurm/slurm.conf", "SLURM_NNODES": "1",
+                    "SLURM_JOB_NODELIST": "n1", "SLURM_NTASKS": "1", "SRUN_CPUS_PER_TASK": "2", "PATH": "/bin"})
+    assert env == {"SLURM_JOB_ID": "5", "SLURM_CONF": "/etc/slurm/slurm.conf", "PATH": "/bin"}
+
+
 def test_small_parsers():
-    assert cpus_per_node({"SLURM_JOB_CPUS_PER_NODE": "8,4(x3)"}) == 4 and cpus_per_node({}) is None
+    job = parse_job("JobId=5 JobName=x NodeList=n[1-2] NumNodes=2 NumCPUs=32 NumTasks=2 CPUs/Task=1")
+    assert job["NodeList"] == "n[1-2]" and cpus_per_node(job) == 16 and cpus_per_node({}) is None
     assert node_addr("NodeName=gpu01 Arch=x86_64 NodeAddr=10.1.2.3 NodeHostName=gpu01") == "10.1.2.3"
     with pytest.raises(LaunchError, match="NodeAddr"):
         node_addr("Node gpu01 not found")
