@@ -254,3 +254,27 @@ def test_pretraining_on_two_nodes_matches_one_process(cluster, slurm_config: Pat
     flat_a = torch.cat([a[k].float().flatten() for k in sorted(a)])
     flat_b = torch.cat([b[k].float().flatten() for k in sorted(a)])
     assert float((flat_a - flat_b).norm() / flat_a.norm()) < 1e-4
+
+
+def test_gpu_jobs_without_usable_gpus_fail_naming_rule_and_node(cluster, tmp_path: Path):
+    """Without the fake-GPU opt-in: a job that asked the launcher for a GPU but was granted none, and one that
+    was granted a GPU that CUDA cannot see (/dev/null), both fail at once with one line naming rule and node."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "CUDA_VISIBLE"))}
+    env.pop(FAKE_GPUS_ENV, None)
+    env = {**env, **cluster.env}
+    launch = f"{sys.executable} -m pipeline.launch --rule pretrain --gpus 1 -- -c pass"
+    cases = {"none": [], "invisible": ["--gpus=1"]}
+    procs = {name: subprocess.Popen(["sbatch", "--parsable", "--wait", "--nodes=1", "--mem=500", *extra,
+                                     "-o", str(tmp_path / f"{name}.out"), "--wrap", launch],
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, extra in cases.items()}
+    node = r"node \S+ \(SLURM node brainrvq[12]\)"
+    expect = {"none": rf"rule pretrain: asked for 1 GPU\(s\) per node but {node} was granted none",
+              "invisible": rf"rule pretrain: {node} was granted 1 GPU\(s\) \(CUDA_VISIBLE_DEVICES=\d\) but torch sees "
+                           rf"no CUDA device"}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode != 0, (name, out, err)
+        assert _job(cluster, out.strip().split(";")[0])["JobState"] == "FAILED"
+        lines = (tmp_path / f"{name}.out").read_text().strip().splitlines()
+        assert len(lines) == 1 and re.match(rf"launch failed: {expect[name]}", lines[0]), (name, lines)
