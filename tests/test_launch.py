@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 from pipeline.launch import (FAKE_GPUS_ENV, LaunchError, NodePlan, accelerate_command, cpus_per_node, derived_port,
                              free_port, granted_gpus, launch_line, node_addr, parse_job, plan_node, srun_command,
@@ -163,3 +165,56 @@ def test_cpu_launch_runs_the_stage_once(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "launcher: rule=t " in out.stderr and "processes=1 machines=1" in out.stderr
     assert out.stdout.split() == ["ran", "1", "True"]
+
+
+class _Resources(dict):
+    __getattr__ = dict.__getitem__
+
+
+def _planned_resources(text: str) -> dict[str, list[dict]]:
+    """rule → the `resources:` of each of its jobs in a dry run's output."""
+    out: dict[str, list[dict]] = {}
+    for block in re.split(r"\n(?=rule \w+:)", text):
+        head = re.match(r"rule (\w+):", block)
+        found = re.search(r"^\s+resources: (.*)$", block, re.M)
+        if head and found:
+            fields = dict(kv.split("=", 1) for kv in found.group(1).split(", "))
+            out.setdefault(head.group(1), []).append({k: int(v) if v.isdigit() else v for k, v in fields.items()})
+    return out
+
+
+def test_torch_rules_become_the_right_sbatch_flags(repo_root, demo_corpus, tmp_path):
+    """The config's resources → the rules' resources (a dry run of the real workflow) → the installed SLURM
+    plugin's sbatch call: one node with --gpus and --cpus-per-gpu, two nodes with per-node --gres, never
+    --ntasks-per-gpu, the rule's partition; logreg fine-tuning without GPUs."""
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+    from workflow_helpers import snakemake, tiny_config
+
+    cfg = tiny_config(repo_root)
+    cfg["resources"] = {"train_tokenizer": {"gpu": 2, "threads": 4, "slurm_partition": "gpu"},
+                        "pretrain": {"gpu": 8, "nodes": 2, "threads": 16, "cpus_per_gpu": 4},
+                        "finetune": {"gpu": 1, "threads": 2}}
+    config = tmp_path / "res.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    dry = snakemake(tmp_path, config, "all", "--dry-run", "--profile", str(repo_root / "profiles" / "slurm"))
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    planned = _planned_resources(dry.stdout)
+
+    def sbatch(rule: str, threads: int, pick=lambda r: True) -> str:
+        res = next(r for r in planned[rule] if pick(r))
+        job = type("Job", (), {"resources": _Resources(res), "threads": threads})()
+        # as the plugin's run_job builds it: the submit command, then the GPU/gres flags
+        return get_submit_command(job, {"run_uuid": "u", "slurm_logfile": "l", "comment_str": "c", "account": "",
+                                        "partition": "", "workdir": ""}) + set_gres_string(job)
+
+    tok = sbatch("train_tokenizer", 4)
+    assert {"--nodes=1", "--gpus=2", "--cpus-per-gpu=2"} <= set(tok.split()), tok
+    assert planned["train_tokenizer"][0]["slurm_partition"] == "gpu"
+    pre = sbatch("pretrain", 16)
+    assert {"--nodes=2", "--gres=gpu:8", "--cpus-per-gpu=4"} <= set(pre.split()) and "--gpus" not in pre, pre
+    full = sbatch("finetune", 2, lambda r: r["gpu"] == 1)
+    logreg = sbatch("finetune", 2, lambda r: r["gpu"] == 0)
+    assert "--gpus=1" in full.split() and "gpu" not in logreg and "--ntasks=1" in logreg.split(), (full, logreg)
+    assert all("ntasks-per-gpu" not in c for c in (tok, pre, full, logreg))
+    assert all(r["gpu"] == 0 and r["nodes"] == 1 for r in planned["extract_codes"])
