@@ -6,7 +6,7 @@
 the job the launcher reads what was granted (CUDA_VISIBLE_DEVICES, else SLURM_GPUS_ON_NODE / SLURM_STEP_GPUS /
 SLURM_JOB_GPUS; outside SLURM with neither, every GPU torch sees), checks it against the request and stops with
 one line naming the rule and the node when they differ, when GPUs were asked for and none granted, or when GPUs
-were granted and torch sees no CUDA device. FAKE_GPUS_ENV=1 (test clusters whose GPUs are /dev/null) runs the
+were granted and torch sees no CUDA device. BRAINRVQ_FAKE_GPUS=1 (test clusters whose GPUs are /dev/null) runs the
 granted number of CPU processes over gloo instead. Without GPUs: `--cpu`, one process.
 
 One node: a free port (bound to port 0 and released) for the process group, so that two jobs on one node never

@@ -41,7 +41,8 @@ N_GPUS = 2  # per node
 FAKE_GPU_FILES = ("/dev/null", "/dev/zero")
 MUNGE_KEY = Path("/etc/munge/munge.key")
 SLURM_ETC = Path("/etc/slurm")
-MARKER = "# Written by tests/slurm_cluster.py: a one-node test cluster, not for production."
+MARKER_PREFIX = "# Written by tests/slurm_cluster.py"  # also in files of earlier versions of this module
+MARKER = f"{MARKER_PREFIX}: a test cluster, not for production."
 MUNGE_RUN = Path("/run/munge")
 MUNGE_LOG = Path("/var/log/munge/munged.log")
 # daemon → the executable name /proc/<pid>/comm must show before we signal a pid from a pid file;
@@ -54,7 +55,7 @@ def _exe(name: str) -> str:
 
 
 class SlurmUnavailable(RuntimeError):
-    """The one-node cluster cannot be started here; the message says why."""
+    """The test cluster cannot be started here; the message says why."""
 
 
 @dataclass
@@ -212,7 +213,7 @@ def _write_config(state: Path, host: str) -> Path:
     ctld, spool = state / "ctld", state / "spool"
     conf = etc / "slurm.conf"
     for mine in (conf, etc / "gres.conf"):
-        if mine.exists() and MARKER not in mine.read_text(errors="replace"):
+        if mine.exists() and MARKER_PREFIX not in mine.read_text(errors="replace"):
             raise SlurmUnavailable(f"{mine} exists and was not written by tests/slurm_cluster.py; not touching it")
     for d in (etc, run, log, ctld, spool):
         d.mkdir(parents=True, exist_ok=True)

@@ -84,6 +84,20 @@ def _job(cluster, jobid: str) -> dict[str, str]:
     return dict(field.split("=", 1) for field in out.split() if "=" in field)
 
 
+def _sbatch(cluster, args: list[str], env: dict, timeout: float = 240) -> tuple[str, dict[str, str]]:
+    """Submit a batch job and wait for it (scontrol every 0.5 s: `sbatch --wait` polls at up to 30 s);
+    its id and `scontrol show job` once it ended."""
+    jobid = subprocess.run(["sbatch", "--parsable", *args], env=env, capture_output=True, text=True, timeout=30,
+                           check=True).stdout.strip().split(";")[0]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = _job(cluster, jobid)
+        if job["JobState"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+            return jobid, job
+        time.sleep(0.5)
+    raise AssertionError(f"job {jobid} still {job['JobState']} after {timeout:.0f} s")
+
+
 def _planned_rules(text: str) -> list[str]:
     """Rule names in snakemake's 'Job stats' table (one per job), without the local `all`."""
     table = text.split("Job stats:", 1)[1].split("total", 1)[0]
@@ -264,17 +278,40 @@ def test_gpu_jobs_without_usable_gpus_fail_naming_rule_and_node(cluster, tmp_pat
     env = {**env, **cluster.env}
     launch = f"{sys.executable} -m pipeline.launch --rule pretrain --gpus 1 -- -c pass"
     cases = {"none": [], "invisible": ["--gpus=1"]}
-    procs = {name: subprocess.Popen(["sbatch", "--parsable", "--wait", "--nodes=1", "--mem=500", *extra,
-                                     "-o", str(tmp_path / f"{name}.out"), "--wrap", launch],
-                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name, extra in cases.items()}
+    jobids = {name: subprocess.run(["sbatch", "--parsable", "--nodes=1", "--mem=500", *extra,
+                                    "-o", str(tmp_path / f"{name}.out"), "--wrap", launch], env=env,
+                                   capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+              for name, extra in cases.items()}
     node = r"node \S+ \(SLURM node brainrvq[12]\)"
     expect = {"none": rf"rule pretrain: asked for 1 GPU\(s\) per node but {node} was granted none",
               "invisible": rf"rule pretrain: {node} was granted 1 GPU\(s\) \(CUDA_VISIBLE_DEVICES=\d\) but torch sees "
                            rf"no CUDA device"}
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=180)
-        assert proc.returncode != 0, (name, out, err)
-        assert _job(cluster, out.strip().split(";")[0])["JobState"] == "FAILED"
+    for name, jobid in jobids.items():
+        deadline = time.monotonic() + 180
+        while _job(cluster, jobid)["JobState"] in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
+            assert time.monotonic() < deadline, f"job {jobid} ({name}) did not end"
+            time.sleep(0.5)
+        assert _job(cluster, jobid)["JobState"] == "FAILED", (name, _job(cluster, jobid))
         lines = (tmp_path / f"{name}.out").read_text().strip().splitlines()
         assert len(lines) == 1 and re.match(rf"launch failed: {expect[name]}", lines[0]), (name, lines)
+
+
+def test_plain_sbatch_on_two_nodes_runs_one_process_per_node(cluster, tmp_path: Path):
+    """docs/scaling.md's stage-without-Snakemake command: the launcher in a 2-node batch script starts one
+    launcher per node through srun, and their processes form one gloo group (an all-reduce of ranks + 1)."""
+    script = tmp_path / "allreduce.py"
+    script.write_text("import torch, torch.distributed as dist\n"
+                      "dist.init_process_group('gloo')\n"
+                      "t = torch.tensor([dist.get_rank() + 1.0])\n"
+                      "dist.all_reduce(t)\n"
+                      "print(f'rank {dist.get_rank()} of {dist.get_world_size()}: sum {t.item():.0f}', flush=True)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "CUDA_VISIBLE"))}
+    env = {**env, **cluster.env, FAKE_GPUS_ENV: "1"}
+    launch = f"{sys.executable} -m pipeline.launch --rule demo --gpus 1 --nodes 2 -- {script}"
+    _, job = _sbatch(cluster, ["--nodes=2", "--gres=gpu:1", "--cpus-per-gpu=1", "--mem=1000",
+                               "-o", str(tmp_path / "job.out"), "--wrap", launch], env)
+    log = (tmp_path / "job.out").read_text()
+    assert job["JobState"] == "COMPLETED" and job["NodeList"] == "brainrvq[1-2]", (job, log[-3000:])
+    assert sorted(re.findall(r"rank \d of \d: sum \d+", log)) == ["rank 0 of 2: sum 3", "rank 1 of 2: sum 3"], log
+    ranks = {x["slurm_node"]: x["machine_rank"] for x in _launcher_lines(log)}
+    assert ranks == {"brainrvq1": "0", "brainrvq2": "1"}, log
