@@ -1,12 +1,15 @@
-"""A real one-node SLURM cluster on this machine, for tests (recipe: ../shared/SLURM.md).
+"""A real two-node SLURM cluster on this machine, for tests (recipe: ../shared/SLURM.md).
 
-    cluster = start_cluster(tmp)      # apt-get install when missing, munged, slurmctld, slurmd
+    cluster = start_cluster(tmp)      # apt-get install when missing, munged, slurmctld, one slurmd per node
     subprocess.run([...sbatch...], env={**os.environ, **cluster.env})
     cluster.stop()                    # kills exactly the daemons start_cluster started
 
-Debian's slurm-wlm (22.05) with munge, started by hand (no systemd). The node offers two fake GPUs
-(gres on /dev/null and /dev/zero): a job that asks for one gets CUDA_VISIBLE_DEVICES set, which is
-all the resource plumbing needs to show. Everything the cluster writes (config, state, spool, logs,
+Debian's slurm-wlm (22.05) with munge, started by hand (no systemd). Two nodes, brainrvq1 and brainrvq2,
+are two slurmd on this host (`slurmd -N NAME`, each with its own Port, spool, pid and log file; Debian's
+build accepts several), both at NodeAddr 127.0.0.1, so that a job can span two nodes without any
+address outside this machine. Each node offers all CPUs and two fake GPUs (gres on /dev/null and
+/dev/zero): a job that asks for one gets CUDA_VISIBLE_DEVICES set, which is all the resource plumbing
+needs to show. Everything the cluster writes (config, state, spool, logs,
 pid files) lives under a fixed STATE folder, so a second run finds and stops what a killed first run
 left behind. Written outside it, as the recipe needs: the installed packages, /etc/munge/munge.key
 when it is missing, /run/munge (munged's socket), and /etc/slurm/slurm.conf + gres.conf. The config
@@ -33,19 +36,26 @@ from pathlib import Path
 STATE = Path(os.environ.get("BRAINRVQ_SLURM_STATE", "/var/tmp/brainrvq-slurm"))
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 PARTITION = "brainrvq"
-N_GPUS = 2
+NODES = ("brainrvq1", "brainrvq2")
+N_GPUS = 2  # per node
 FAKE_GPU_FILES = ("/dev/null", "/dev/zero")
 MUNGE_KEY = Path("/etc/munge/munge.key")
 SLURM_ETC = Path("/etc/slurm")
-MARKER = "# Written by tests/slurm_cluster.py: a one-node test cluster, not for production."
+MARKER_PREFIX = "# Written by tests/slurm_cluster.py"  # also in files of earlier versions of this module
+MARKER = f"{MARKER_PREFIX}: a test cluster, not for production."
 MUNGE_RUN = Path("/run/munge")
 MUNGE_LOG = Path("/var/log/munge/munged.log")
-# daemon name → the executable name /proc/<pid>/comm must show before we signal a pid from a pid file
+# daemon → the executable name /proc/<pid>/comm must show before we signal a pid from a pid file;
+# slurmd-<node> is the slurmd of that node
 DAEMONS = {"slurmd": "slurmd", "slurmctld": "slurmctld", "munged": "munged"}
 
 
+def _exe(name: str) -> str:
+    return DAEMONS[name.split("-", 1)[0]]
+
+
 class SlurmUnavailable(RuntimeError):
-    """The one-node cluster cannot be started here; the message says why."""
+    """The test cluster cannot be started here; the message says why."""
 
 
 @dataclass
@@ -53,8 +63,8 @@ class Cluster:
     state: Path
     conf: Path
     partition: str
-    node: str
-    gpus: int
+    nodes: tuple[str, ...]
+    gpus: int  # per node
     started: list[str] = field(default_factory=list)  # daemons this process started (stop order: reverse)
     logs_to: Path | None = None  # where stop() copies the daemons' logs (e.g. the test's tmp folder)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
@@ -66,6 +76,10 @@ class Cluster:
 
     def sinfo(self) -> str:
         return _run(["sinfo", "-h", "-N", "-o", "%N %P %t %G"], env={**os.environ, **self.env}, timeout=15).stdout
+
+    @property
+    def node(self) -> str:
+        return self.nodes[0]
 
     def logs(self, tail: int = 40) -> str:
         return _daemon_logs(self.state, tail)
@@ -110,7 +124,7 @@ class Cluster:
 
 
 def start_cluster(tmp: Path | None = None, *, state: Path = STATE, install: bool = True) -> Cluster:
-    """Start munged (unless one answers already), slurmctld and slurmd; wait until the node is idle.
+    """Start munged (unless one answers already), slurmctld and one slurmd per node; wait until all are idle.
 
     `tmp`: where stop() leaves a copy of the daemons' logs (optional). Raises SlurmUnavailable.
     """
@@ -128,9 +142,9 @@ def start_cluster(tmp: Path | None = None, *, state: Path = STATE, install: bool
     except KeyError as exc:
         raise SlurmUnavailable(f"user missing after the install: {exc}") from None
 
-    node = socket.gethostname().split(".")[0]
-    conf = _write_config(state, node)
-    cluster = Cluster(state=state, conf=conf, partition=PARTITION, node=node, gpus=N_GPUS, logs_to=tmp)
+    host = socket.gethostname().split(".")[0]
+    conf = _write_config(state, host)
+    cluster = Cluster(state=state, conf=conf, partition=PARTITION, nodes=NODES, gpus=N_GPUS, logs_to=tmp)
     try:
         munged = _start_munged(state)
         if munged is not None:
@@ -139,8 +153,12 @@ def start_cluster(tmp: Path | None = None, *, state: Path = STATE, install: bool
         env = {**os.environ, **cluster.env}
         # -D: in the foreground, as children of this process (reaped by stop(); no daemonizing fork
         # whose zombie lingers); -c: a clean start, without jobs or state of an earlier run.
-        for name in ("slurmctld", "slurmd"):
-            cluster.procs[name] = _start_daemon(state, name, [name, "-D", "-c", "-f", str(conf)], env)
+        cluster.procs["slurmctld"] = _start_daemon(state, "slurmctld", ["slurmctld", "-D", "-c", "-f", str(conf)], env)
+        cluster.started.append("slurmctld")
+        for node in NODES:
+            (state / "spool" / node).mkdir(parents=True, exist_ok=True)
+            name = f"slurmd-{node}"
+            cluster.procs[name] = _start_daemon(state, name, ["slurmd", "-D", "-c", "-N", node, "-f", str(conf)], env)
             cluster.started.append(name)
         _wait_idle(cluster)
     except BaseException:
@@ -152,7 +170,8 @@ def start_cluster(tmp: Path | None = None, *, state: Path = STATE, install: bool
 def stop_stale(state: Path = STATE) -> list[str]:
     """Stop daemons a previous run started and left running (found by this module's pid files)."""
     stopped = []
-    for name in ("slurmd", "slurmctld", "munged"):
+    slurmds = sorted(p.stem for p in (Path(state) / "run").glob("slurmd*.pid"))
+    for name in (*slurmds, "slurmctld", "munged"):
         if _stop_from_pidfile(Path(state) / "run" / f"{name}.pid", name):
             stopped.append(name)
     return stopped
@@ -188,13 +207,13 @@ def _mem_mib() -> int:
     raise SlurmUnavailable("cannot read MemTotal from /proc/meminfo")
 
 
-def _write_config(state: Path, node: str) -> Path:
+def _write_config(state: Path, host: str) -> Path:
     slurm = pwd.getpwnam("slurm")
     etc, run, log = SLURM_ETC, state / "run", state / "log"
     ctld, spool = state / "ctld", state / "spool"
     conf = etc / "slurm.conf"
     for mine in (conf, etc / "gres.conf"):
-        if mine.exists() and MARKER not in mine.read_text(errors="replace"):
+        if mine.exists() and MARKER_PREFIX not in mine.read_text(errors="replace"):
             raise SlurmUnavailable(f"{mine} exists and was not written by tests/slurm_cluster.py; not touching it")
     for d in (etc, run, log, ctld, spool):
         d.mkdir(parents=True, exist_ok=True)
@@ -203,22 +222,24 @@ def _write_config(state: Path, node: str) -> Path:
     for stale in [*log.glob("*.log"), *log.glob("*.out")]:
         stale.unlink(missing_ok=True)  # the error report should show this run's lines only
     cpus = os.cpu_count() or 1
-    mem = max(1024, _mem_mib() - 2048)  # leave 2 GiB to the system
+    mem = max(1024, (_mem_mib() - 2048) // len(NODES))  # leave 2 GiB to the system, share the rest
+    nodes = "\n".join(f"NodeName={n} NodeAddr=127.0.0.1 NodeHostname={host} Port={6818 + i} CPUs={cpus} "
+                      f"RealMemory={mem} Gres=gpu:{N_GPUS} State=UNKNOWN" for i, n in enumerate(NODES, 1))
     conf.write_text(f"""\
 {MARKER}
 ClusterName=brainrvq-test
-SlurmctldHost={node}
+SlurmctldHost={host}
 AuthType=auth/munge
 CredType=cred/munge
 SlurmUser=slurm
 SlurmctldPort=6817
 SlurmdPort=6818
 StateSaveLocation={ctld}
-SlurmdSpoolDir={spool}
+SlurmdSpoolDir={spool}/%n
 SlurmctldPidFile={run}/slurmctld.pid
-SlurmdPidFile={run}/slurmd.pid
+SlurmdPidFile={run}/slurmd-%n.pid
 SlurmctldLogFile={log}/slurmctld.log
-SlurmdLogFile={log}/slurmd.log
+SlurmdLogFile={log}/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
@@ -238,11 +259,12 @@ SlurmdTimeout=60
 InactiveLimit=0
 KillWait=10
 GresTypes=gpu
-NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem} Gres=gpu:{N_GPUS} State=UNKNOWN
-PartitionName={PARTITION} Nodes={node} Default=YES MaxTime=INFINITE State=UP
+{nodes}
+PartitionName={PARTITION} Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=UP
 """)
-    # gres.conf is read from slurm.conf's folder: two fake GPUs, no autodetection (no NVML here).
-    (etc / "gres.conf").write_text(f"{MARKER}\nAutoDetect=off\n" + "".join(f"Name=gpu File={f}\n" for f in FAKE_GPU_FILES))
+    # gres.conf is read from slurm.conf's folder: two fake GPUs per node, no autodetection (no NVML here).
+    (etc / "gres.conf").write_text(f"{MARKER}\nAutoDetect=off\n" + "".join(
+        f"NodeName={n} Name=gpu File={f}\n" for n in NODES for f in FAKE_GPU_FILES))
     return conf
 
 
@@ -331,10 +353,12 @@ def _wait_idle(cluster: Cluster, timeout: float = 60) -> None:
             last = cluster.sinfo()
         except subprocess.TimeoutExpired:
             last = "sinfo timed out"
-        if any(line.split()[2:3] == ["idle"] for line in last.splitlines()):
+        idle = {line.split()[0] for line in last.splitlines() if line.split()[2:3] == ["idle"]}
+        if idle >= set(cluster.nodes):
             return
         time.sleep(0.5)
-    raise SlurmUnavailable(f"node {cluster.node} not idle after {timeout:.0f} s; sinfo says {last.strip()!r}\n"
+    raise SlurmUnavailable(f"nodes {', '.join(cluster.nodes)} not all idle after {timeout:.0f} s; sinfo says "
+                           f"{last.strip()!r}\n"
                            f"{cluster.logs()}")
 
 
@@ -356,7 +380,7 @@ def _is_daemon(pid: int | None, name: str) -> bool:
             return False  # a zombie: exited, waiting to be reaped
     except (OSError, IndexError):
         return False
-    return comm == DAEMONS[name] or Path(cmdline).name == DAEMONS[name]
+    return comm == _exe(name) or Path(cmdline).name == _exe(name)
 
 
 def _stop_from_pidfile(pid_file: Path, name: str, timeout: float = 15) -> bool:

@@ -40,6 +40,39 @@ def res(rule_name, key, default):
     return config.get("resources", {}).get(rule_name, {}).get(key, default)
 
 
+def launch_shape(rule_name):
+    """(GPUs per node, nodes) a torch rule asks for: `resources.<rule>.gpu` and `.nodes`."""
+    gpus, nodes = int(res(rule_name, "gpu", 0)), int(res(rule_name, "nodes", 1))
+    if gpus < 0 or nodes < 1:
+        raise ValueError(f"resources.{rule_name}: gpu must be >= 0 and nodes >= 1 (got gpu={gpus}, nodes={nodes})")
+    return gpus, nodes
+
+
+def torch_resources(rule_name, gpu=True):
+    """sbatch-facing resources of a torch rule (snakemake-executor-plugin-slurm's names). One node: `gpu=N`
+    (→ --gpus=N); several: `gres=gpu:N`, which SLURM reads per node (--gpus counts the whole job and may split
+    it unevenly), or `tasks=M` without GPUs (the plugin's --ntasks default of 1 does not fit M nodes). GPU jobs
+    get --cpus-per-gpu (default: the rule's threads spread over its GPUs) and resources.<rule>.slurm_partition.
+    `gpu=False`: this job runs without GPUs whatever the config says (finetune's logreg)."""
+    gpus, nodes = launch_shape(rule_name)
+    gpus = gpus if gpu else 0
+    out = {"nodes": nodes}
+    if nodes > 1:
+        out.update({"gres": f"gpu:{gpus}"} if gpus else {"tasks": nodes})
+    else:
+        out["gpu"] = gpus
+    if gpus:
+        threads = int(res(rule_name, "threads", 2))
+        cpus = int(res(rule_name, "cpus_per_gpu", -(-threads // gpus)))
+        if cpus < 1 or cpus * gpus < threads:
+            raise ValueError(f"resources.{rule_name}: cpus_per_gpu={cpus} × gpu={gpus} must be at least 1 and cover "
+                             f"threads={threads} (the job step asks for its threads out of the job's CPUs)")
+        out["cpus_per_gpu"] = cpus
+    if res(rule_name, "slurm_partition", None) is not None:
+        out["slurm_partition"] = res(rule_name, "slurm_partition", None)
+    return out
+
+
 def all_shards():
     return [f"{RESULTS}/{ds}/shards" for ds in DATASETS]
 
@@ -57,10 +90,10 @@ def pretrain_codes():
 
 
 def accelerate_launch(rule_name, mixed):
-    """`accelerate launch` with one process per GPU granted (one CPU process without GPUs)."""
-    gpus = int(res(rule_name, "gpu", 0))
-    device = f"--num_processes {gpus} --multi_gpu" if gpus > 1 else ("--num_processes 1" if gpus else "--cpu --num_processes 1")
-    return f"{PY} -m accelerate.commands.launch {device} --num_machines 1 --mixed_precision {mixed} --dynamo_backend no"
+    """The stage's launcher (pipeline/launch.py): inside the job it checks the grant against the request, then
+    runs `accelerate launch` with one process per granted GPU (one CPU process without), one launcher per node."""
+    gpus, nodes = launch_shape(rule_name)
+    return f"{PY} -m pipeline.launch --rule {rule_name} --gpus {gpus} --nodes {nodes} --mixed-precision {mixed} --"
 
 
 def pretrain_section(run):

@@ -49,7 +49,9 @@ rule finetune:
     resources:
         mem_mb=res("finetune", "mem_mb", 8000),
         runtime=res("finetune", "runtime", 240),
-        gpu=lambda wc: 0 if METHODS[wc.method] == "logreg" else res("finetune", "gpu", 0),
+        # logreg runs without GPUs (and without the launcher)
+        **{key: (lambda wc, key=key: torch_resources("finetune", gpu=METHODS[wc.method] != "logreg").get(key))
+           for key in torch_resources("finetune")},
     shell:
         "{params.launch} -m pipeline finetune {input.samples:q} --out {params.out:q} --method {params.method:q}"
         " --seed {wildcards.seed} --dataset {wildcards.dataset} --labels {params.labels:q}"

@@ -27,7 +27,7 @@ rule pretrain:
     resources:
         mem_mb=res("pretrain", "mem_mb", 8000),
         runtime=res("pretrain", "runtime", 1440),
-        gpu=res("pretrain", "gpu", 0),
+        **torch_resources("pretrain"),
     shell:
         "{params.launch} -m pipeline pretrain --shards {input.shards:q} --codes {input.codes:q}"
         " --tokenizer {params.tokenizer:q} --out {params.out:q} --settings {params.settings:q} > {log} 2>&1"

@@ -22,7 +22,7 @@ rule train_tokenizer:
     resources:
         mem_mb=res("train_tokenizer", "mem_mb", 8000),
         runtime=res("train_tokenizer", "runtime", 720),
-        gpu=res("train_tokenizer", "gpu", 0),
+        **torch_resources("train_tokenizer"),
     shell:
         "{params.launch} -m pipeline train-tokenizer {input.shards:q} --out {params.out:q}"
         " --settings {params.settings:q} > {log} 2>&1"
@@ -36,6 +36,7 @@ rule extract_codes:
         directory(f"{RESULTS}/codes/{TOKENIZER.name}/{{dataset}}"),
     params:
         tokenizer=TOKENIZER_DIR,
+        launch=accelerate_launch("extract_codes", "no"),
     log:
         f"{RESULTS}/logs/{{dataset}}/extract_codes.log",
     benchmark:
@@ -43,5 +44,6 @@ rule extract_codes:
     resources:
         mem_mb=res("extract_codes", "mem_mb", 4000),
         runtime=res("extract_codes", "runtime", 240),
+        **torch_resources("extract_codes"),
     shell:
-        "{PY} -m pipeline extract-codes {input.shards:q} --tokenizer {params.tokenizer:q} --out {output:q} > {log} 2>&1"
+        "{params.launch} -m pipeline extract-codes {input.shards:q} --tokenizer {params.tokenizer:q} --out {output:q} > {log} 2>&1"
