@@ -31,8 +31,9 @@ def main(args: argparse.Namespace) -> None:
     from pipeline.train.tokenizer import train_tokenizer
 
     section = load_settings(TokenizerSection, args.settings)
-    # What the scheduler granted, as this process sees it (one line per process under accelerate launch);
-    # without a usable CUDA device training runs on the CPU whatever CUDA_VISIBLE_DEVICES says.
+    # What the scheduler granted, as this process sees it (one line per process under accelerate launch). The
+    # launcher (pipeline.launch) refuses a GPU job without a usable CUDA device unless BRAINRVQ_FAKE_GPUS=1
+    # (the SLURM test's fake GPUs), which then trains the granted number of processes on the CPU.
     import torch
 
     env = os.environ.get
