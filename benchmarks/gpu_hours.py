@@ -10,7 +10,8 @@ seeds and epochs) — except what neither holds, which is an option with a state
 
 * extract-codes: the number of pretraining-corpus windows. Default: the windows pretraining reads
   (max_steps × batch_size), i.e. one epoch's worth; pass --corpus-windows for the real corpus.
-* fine-tuning: the samples per downstream dataset, DEFAULT_SAMPLES below (override with --samples FILE.json).
+* fine-tuning: the samples per downstream dataset, from --samples FILE.json ({dataset: labelled windows, all
+  splits}: the row counts of each dataset's samples/index.parquet); datasets without a count are listed as skipped.
 
 Assumptions (also written into the output):
 
@@ -42,12 +43,6 @@ for p in (str(ROOT), str(HERE)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-# Samples (labelled windows) per downstream dataset, all splits, as listed in CBraMod's Table 1 (Wang et al.,
-# ICLR 2025), which uses the same datasets and window lengths. SEED-V's 117,744 was checked against a public copy
-# of that table while writing this; the others are quoted from the paper as remembered and NOT verified here —
-# replace them with your corpus's counts (the patch stage's index.parquet row counts) via --samples.
-DEFAULT_SAMPLES = {"tuab": 409_455, "tuev": 112_491, "chbmit": 326_993, "bciciv2a": 5_088,
-                   "physionet_mi": 9_837, "seedv": 117_744, "shu_mi": 11_988, "mental_arithmetic": 1_707}
 TRAINS_BACKBONE = 3  # forward + backward ≈ 3 forwards
 CPU_METHODS = ("logreg",)
 
@@ -196,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("check", type=Path, help="gpu_check.json (or its folder)")
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "config.yaml")
     parser.add_argument("--corpus-windows", type=float, help="pretraining-corpus windows for extract-codes")
-    parser.add_argument("--samples", type=Path, help="JSON {dataset: samples} replacing DEFAULT_SAMPLES entries")
+    parser.add_argument("--samples", type=Path, help="JSON {dataset: labelled windows} (samples/index.parquet rows)")
     parser.add_argument("--out", type=Path, help="write the table here (.md) and the numbers next to it (.json)")
     args = parser.parse_args(argv)
 
@@ -206,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_config(args.config)
     cfg_raw = yaml.safe_load(args.config.read_text())
-    samples = dict(DEFAULT_SAMPLES)
+    samples: dict[str, int] = {}
     if args.samples:
         samples.update({k: int(v) for k, v in json.loads(args.samples.read_text()).items()})
     result = estimate(load_check(args.check), cfg, cfg_raw, corpus_windows=args.corpus_windows, samples=samples)

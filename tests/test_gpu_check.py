@@ -112,8 +112,15 @@ def test_a_failing_section_is_recorded_and_the_others_still_run(tmp_path, monkey
 
 def test_gpu_hours_on_the_smoke_json(smoke, tmp_path):
     _, _, _, out = smoke
+    from pipeline.config import load_config
+
+    cfg = load_config(ROOT / "config" / "config.yaml")
+    downstream = [n for n, d in cfg.datasets.items() if d.labels.mode != "none"]
+    counts = tmp_path / "samples.json"  # a corpus's samples/index.parquet row counts (here: made up, 1000 each)
+    counts.write_text(json.dumps({n: 1000 for n in downstream}))
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_hours.py"), str(out / "gpu_check.json"),
-                           "--config", str(ROOT / "config" / "config.yaml"), "--out", str(tmp_path / "hours.md")],
+                           "--config", str(ROOT / "config" / "config.yaml"), "--out", str(tmp_path / "hours.md"),
+                           "--samples", str(counts)],
                           capture_output=True, text=True, cwd=ROOT, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -122,12 +129,10 @@ def test_gpu_hours_on_the_smoke_json(smoke, tmp_path):
     assert set(stages) == {"train_tokenizer", "pretrain", "extract_codes", "finetune"}
     for r in result["rows"]:
         assert _positive(r["gpu_hours"]) and _positive(r["wall_hours"]), r
-    from pipeline.config import load_config
-
-    cfg = load_config(ROOT / "config" / "config.yaml")
     tc = cfg.pretrain.train  # the main run and each ablation, 19 channels × 30 one-second patches per window
     assert stages["pretrain"]["units"] == (1 + len(cfg.pretrain.ablations)) * tc.max_steps * tc.batch_size * 19 * 30
     assert all(_positive(r["gpu_hours"]) for r in result["finetune"] if "method" in r)
+    assert {r["dataset"] for r in result["finetune"] if "method" in r} == set(downstream)
     assert "| **total** |" in (tmp_path / "hours.md").read_text()
 
 
