@@ -3,10 +3,9 @@ import json
 import re
 import sys
 
-from pipeline.config import parse_config, stage_settings_json, to_dict
-from pipeline.stages.fetch_demo import settings_json as demo_settings_json
+from pipeline.config import job_settings_json, stage_settings_json
 
-CFG = parse_config(config)
+# CFG: the typed config, parsed and checked by the Snakefile
 RESULTS = CFG.results
 CACHE = CFG.cache
 PY = sys.executable  # the interpreter running snakemake: the project's venv, on every node
@@ -30,9 +29,15 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-def settings(stage):
-    """params entry: the stage's resolved section for this dataset as JSON (a rerun trigger)."""
-    return lambda wc: stage_settings_json(CFG.datasets[wc.dataset], stage)
+def settings(rule):
+    """params entry: what this rule's job reads (pipeline.config.job_settings) as JSON — the rerun trigger and the
+    stage's --settings. Wildcards pick the job: dataset, pretraining run, fine-tuning method."""
+    def of_job(wc):
+        picked = {k: getattr(wc, k) for k in ("dataset", "run") if hasattr(wc, k)}
+        if hasattr(wc, "method"):
+            picked["method"] = METHODS[wc.method]
+        return job_settings_json(CFG, rule, **picked)
+    return of_job
 
 
 def res(rule_name, key, default):
@@ -61,10 +66,6 @@ def accelerate_launch(rule_name, mixed):
     gpus = int(res(rule_name, "gpu", 0))
     device = f"--num_processes {gpus} --multi_gpu" if gpus > 1 else ("--num_processes 1" if gpus else "--cpu --num_processes 1")
     return f"{PY} -m accelerate.commands.launch {device} --num_machines 1 --mixed_precision {mixed} --dynamo_backend no"
-
-
-def pretrain_section(run):
-    return PRETRAIN if run == PRETRAIN.name else PRETRAIN.ablation(run)
 
 
 def pretrained_run(method):
