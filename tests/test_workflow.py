@@ -3,20 +3,23 @@ SLURM profile through Snakemake's own command line."""
 
 from __future__ import annotations
 
+import collections
 import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import zarr
 import pytest
+import yaml
 
 from pipeline.store.zarr_store import open_shard
-from workflow_helpers import (TEST_CONFIG, TEST_RESULTS, Finished, changed, make_workdir, output, snakemake,
-                              tail, tiny_config, write_config)
+from workflow_helpers import (TEST_CONFIG, TEST_RESULTS, Finished, changed, make_workdir, nothing_to_do, output,
+                              planned_jobs, snakemake, tail, tiny_config, write_config)
 
 
 @pytest.mark.slow
@@ -137,3 +140,84 @@ def test_the_users_slurm_command_resolves_the_profile_in_the_repository_root(rep
     assert "no profile.yaml (or config.yaml) found" not in output(proc)
     assert "Using profile slurm" in output(proc), output(proc)[:2000]
     assert "rule patch:" in proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# the paper config's DAG: what one more seed, method or ablation plans (dry runs over tiny stand-in files)
+
+
+@dataclass(frozen=True)
+class PaperDag:
+    workdir: Path
+    configs: tuple[Path, ...]  # config/config.yaml, then the test's paths
+    downstream: tuple[str, ...]
+
+    def dry_run(self, tmp: Path, changes: dict) -> list[dict]:
+        extra = write_config(tmp / "change.yaml", changes)
+        proc = snakemake(self.workdir, (*self.configs, extra), "all", "-n", timeout=300)
+        assert proc.returncode == 0, tail(proc)
+        return planned_jobs(proc)
+
+
+@pytest.fixture(scope="module")
+def paper_dag(repo_root: Path, tmp_path_factory) -> PaperDag:
+    """config/config.yaml with every dataset's path at a tiny file this fixture writes, its whole DAG marked done by
+    `snakemake --touch` (outputs created empty, Snakemake's metadata recorded as after real runs; nothing trains)."""
+    from pipeline.config import merge_dataset_files
+
+    work = tmp_path_factory.mktemp("paper")
+    raw = merge_dataset_files(yaml.safe_load((repo_root / "config" / "config.yaml").read_text()), base_dir=repo_root)
+    paths = {}
+    for name in raw["datasets"]:
+        folder = work / "data" / name
+        folder.mkdir(parents=True)
+        (folder / "recording.edf").write_bytes(b"0")
+        paths[name] = {"path": str(folder)}
+    configs = (repo_root / "config" / "config.yaml", write_config(work / "paths.yaml", {"datasets": paths}))
+    dag = PaperDag(work, configs, tuple(n for n, d in raw["datasets"].items() if d.get("labels", {}).get("mode")))
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        proc = snakemake(work, configs, "all", *args, timeout=600)
+        assert proc.returncode == 0, tail(proc)
+        return proc
+
+    jobs = planned_jobs(run("-n"))
+    assert sum(j["rule"] == "finetune" for j in jobs) == 8 * 6 * 5  # 8 datasets × 6 methods × 5 seeds
+    directories = {"preprocess", "patch", "samples", "extract_codes"}  # directory() outputs
+    for job in jobs:
+        for out in job["output"]:
+            (work / out).parent.mkdir(parents=True, exist_ok=True)
+            (work / out).mkdir() if job["rule"] in directories else (work / out).write_bytes(b"")
+    run("--touch", "--forceall")
+    assert nothing_to_do(run("-n"))
+    return dag
+
+
+def _counts(jobs: list[dict]) -> dict[str, int]:
+    return dict(collections.Counter(j["rule"] for j in jobs))
+
+
+@pytest.mark.slow
+def test_paper_config_one_more_seed_plans_one_job_per_dataset_and_method(paper_dag: PaperDag, tmp_path: Path):
+    jobs = paper_dag.dry_run(tmp_path, {"finetune": {"seeds": [0, 1, 2, 3, 4, 5]}})
+    assert _counts(jobs) == {"finetune": 48, "tables": 1}
+    finetune = [j for j in jobs if j["rule"] == "finetune"]
+    assert {j["wildcards"]["seed"] for j in finetune} == {"5"}
+    assert {(j["wildcards"]["dataset"], j["wildcards"]["method"]) for j in finetune} == {
+        (d, m) for d in paper_dag.downstream
+        for m in ("full", "probe", "scratch", "logreg", "ablation-random-mask", "ablation-flat-heads")}
+
+
+@pytest.mark.slow
+def test_paper_config_one_more_ablation_plans_its_pretraining_and_its_fine_tuning(paper_dag: PaperDag, tmp_path: Path):
+    methods = ["full", "probe", "scratch", "logreg", "ablation:random-mask", "ablation:flat-heads", "ablation:no-sym"]
+    jobs = paper_dag.dry_run(tmp_path, {"pretrain": {"ablations": {"no-sym": {"model": {"symmetric": False}}}},
+                                        "finetune": {"methods": methods}})
+    assert _counts(jobs) == {"pretrain": 1, "finetune": 8 * 5, "tables": 1}  # not the 100k-step main run
+    assert {j["wildcards"].get("run") for j in jobs if j["rule"] == "pretrain"} == {"no-sym"}
+    assert {j["wildcards"]["method"] for j in jobs if j["rule"] == "finetune"} == {"ablation-no-sym"}
+    # a probe's learning rate reruns the probes only; renaming nothing reruns nothing
+    probe = paper_dag.dry_run(tmp_path, {"finetune": {"probe_lr": 0.01}})
+    assert _counts(probe) == {"finetune": 8 * 5, "tables": 1}
+    assert {j["wildcards"]["method"] for j in probe if j["rule"] == "finetune"} == {"probe"}
+    assert paper_dag.dry_run(tmp_path, {"finetune": {"seeds": [4, 3, 2, 1, 0]}, "tokenizer": {"pretrained": None}}) == []

@@ -25,13 +25,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def snakemake_cmd(workdir: Path, config: Path, *args: str, cores: int = 2) -> list[str]:
-    # --configfile takes several values: it goes last so that targets are not read as config files.
+def snakemake_cmd(workdir: Path, config: Path | tuple[Path, ...], *args: str, cores: int = 2) -> list[str]:
+    # --configfile takes several values (later files update earlier ones): it goes last so that targets are not
+    # read as config files.
+    configs = config if isinstance(config, tuple) else (config,)
     return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-            "--cores", str(cores), *args, "--configfile", str(config)]
+            "--cores", str(cores), *args, "--configfile", *map(str, configs)]
 
 
-def snakemake(workdir: Path, config: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, config: Path | tuple[Path, ...], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(snakemake_cmd(workdir, config, *args), capture_output=True, text=True, cwd=ROOT,
                           timeout=timeout)
 
