@@ -100,7 +100,8 @@ SAME = {"finetune.seeds": [1, 0], "finetune.methods": ["logreg", "scratch", "ful
     pytest.param({"datasets.demo_bids2": DATASET2},
                  {f"{rule}[dataset=demo_bids2]" for rule in ("ingest", "standardize", "preprocess", "samples")}
                  | _finetune(*METHODS, dataset="demo_bids2") | {"tables"},
-                 {"ingest": NEW, "finetune": NEW, "tables": PARAMS}, id="add-dataset"),
+                 {rule: NEW for rule in ("ingest", "standardize", "preprocess", "samples", "finetune")},
+                 id="add-dataset"),
     pytest.param(SAME, set(), {}, id="same-config-in-other-words"),
 ])
 def test_a_config_change_reruns_exactly_what_depends_on_it(finished: Finished, change, expected, causes):

@@ -1,4 +1,4 @@
-# Shared by every rule file: the typed config, paths, per-stage settings, resources.
+# Shared by every rule file: paths, per-job settings (pipeline.config.job_settings), resources.
 import json
 import re
 import sys
