@@ -9,7 +9,7 @@ CORES ?= 2
 TORCH_CONSTRAINT ?= constraints.txt
 PYTEST_ARGS ?=
 
-.PHONY: install demo test check bench clean-demo
+.PHONY: install demo test check test-dag bench clean-demo
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required")'
@@ -38,3 +38,9 @@ bench: $(VENV)/.installed
 
 clean-demo:
 	rm -rf results/demo
+
+# The workflow tests' tiny DAG (.test/config.yaml) in this checkout: the demo EEG first (its PhysioNet recording is
+# read as user data, with no fetch rule in front of it), then every rule, into results/test/.
+test-dag: $(VENV)/.installed
+	$(VENV)/bin/snakemake fetch_demo_corpus --cores $(CORES) --configfile .test/config.yaml
+	$(VENV)/bin/snakemake all --cores $(CORES) --printshellcmds --configfile .test/config.yaml

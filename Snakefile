@@ -1,9 +1,11 @@
 # BrainRVQ pipeline. Thin by design: config, schema validation, the rule files, and `all`.
 #   snakemake --cores 2 --configfile config/demo.yaml          (the embedded demo)
-#   snakemake --profile profiles/slurm all                     (config/config.yaml on a cluster)
+#   snakemake --profile slurm all                              (config/config.yaml on a cluster; ./slurm is
+#                                                               a link to profiles/slurm, which works too)
+#   snakemake --cores 2 --configfile .test/config.yaml         (the tiny DAG of the workflow tests)
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -11,14 +13,23 @@ min_version("9.0")
 if not config:
     configfile: "config/config.yaml"
 
-# Dataset entries may live in their own files (config/datasets/*.yaml): merge them before validating.
-from pipeline.config import merge_dataset_files
+# Dataset entries may live in their own files (config/datasets/*.yaml): merge them, then check the whole tree before
+# any job is planned — typed sections first (unknown key → its name, section and the nearest valid name), then the
+# schema's ranges. A bad config ends Snakemake with the one message as its first line of output, not a traceback
+# or a schema dump.
+import sys
 
-_merged = merge_dataset_files(config, base_dir=Path(workflow.basedir))
-_merged.pop("dataset_files", None)
+from pipeline.config import ConfigError, check_schema, merge_dataset_files, parse_config
+
+try:
+    _merged = merge_dataset_files(config, base_dir=Path(workflow.basedir))
+    _merged.pop("dataset_files", None)
+    CFG = parse_config(_merged)
+    check_schema(_merged, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+except ConfigError as exc:
+    sys.exit(f"config error: {exc}")
 config.clear()
 config.update(_merged)
-validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"

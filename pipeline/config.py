@@ -1,21 +1,24 @@
 """Typed configuration: YAML (validated by `workflow/schemas/config.schema.yaml`) → frozen dataclasses.
 
 A dataset entry inherits the global `preprocess` and `patch` sections and may override any key of
-them; `resolve_dataset` returns the merged, typed view one stage needs. Stages receive their section
-as JSON (`--settings`), so Snakemake's params — and therefore its rerun triggers — see exactly the
-values the stage uses and nothing else.
+them. `job_settings` returns what one job reads (a stage's section of one dataset, one pretraining run without
+the others, one fine-tuning method's keys without the lists of methods and seeds); it is the rules' params, the
+stage's `--settings` JSON and the training runs' checkpoint identity, so a rule reruns when, and only when, a
+setting its job reads changes. Model sections are typed overrides of the model presets: an unknown key is an
+error naming the key, its section and the nearest valid name, before any job runs.
 """
 
 from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import difflib
 import json
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
 import yaml
 
@@ -29,6 +32,12 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown or of the wrong type; the message names it."""
 
 
+# Code below the shards (importance features, the band-power baseline, fine-tuning, embed, the models' patch size)
+# reads 1 s patches of 200 samples: these two settings exist to be explicit, and other values are refused.
+SFREQ = 200.0
+PATCH_LEN = 200
+
+
 @dataclass(frozen=True)
 class MontageConfig:
     channels: str | tuple[str, ...] | None = "standard_1020"  # channel-set name, explicit list, or None = all
@@ -39,7 +48,7 @@ class MontageConfig:
 @dataclass(frozen=True)
 class IngestConfig:
     subject_regex: str | None = None  # first group = subject id; BIDS uses its own entities
-    min_duration_s: float = 0.0  # shorter recordings are rejected (set to the window length)
+    min_duration_s: float | None = None  # shorter recordings are rejected; null = one window (patch.window_s)
     honour_bids_status: bool = True  # channels.tsv status=bad → excluded
 
 
@@ -160,12 +169,102 @@ class TrainConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms: bit-reproducible resumes
 
 
+class Overrides(collections.abc.Mapping):
+    """A typed partial config: a field left null takes the preset's value (demo/paper/base size). As a mapping it
+    holds only the fields that are set, so `preset(**overrides)` applies exactly what the user wrote.
+
+    `derived` names the model fields that are not settings, and where their value comes from."""
+
+    derived: ClassVar[Mapping[str, str]] = {}
+
+    def __iter__(self):
+        return (f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in {f.name for f in dataclasses.fields(self)} or getattr(self, key) is None:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def merged(self, other: "Overrides") -> "Overrides":
+        """These overrides with `other`'s set fields on top (nested overrides merged field by field)."""
+        changes = {}
+        for key, value in other.items():
+            mine = getattr(self, key)
+            changes[key] = mine.merged(value) if isinstance(value, Overrides) and mine is not None else value
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class TokenizerModelSettings(Overrides):
+    """tokenizer.model: overrides of pipeline.models.config.TokenizerConfig's preset (tokenizer.size)."""
+
+    derived: ClassVar[Mapping[str, str]] = {
+        "variant": "tokenizer.variant", "vocab_size": "the channel vocabulary (resources/channel_vocabulary)",
+        "patch_size": "patch.patch_len", "max_patches": "the windows' patch count (patch.window_s)"}
+    embed_dim: int | None = None
+    depth: int | None = None
+    heads: int | None = None
+    mlp_ratio: float | None = None
+    qkv_bias: bool | None = None
+    conv_channels: int | None = None
+    decoder_dim: int | None = None
+    decoder_depth: int | None = None
+    decoder_heads: int | None = None
+    codebook_size: int | None = None
+    code_dim: int | None = None
+    levels: int | None = None
+    decay: float | None = None
+    eps: float | None = None
+    l2_normalize: bool | None = None
+    kmeans_init: bool | None = None
+    kmeans_iters: int | None = None
+    dead_code_threshold: float | None = None
+    commitment_weight: float | None = None
+    time_weight: float | None = None
+    amplitude_weight: float | None = None
+    phase_weight: float | None = None
+    signal_weight: float | None = None
+
+
+@dataclass(frozen=True)
+class BackboneSettings(Overrides):
+    """pretrain.model.backbone: overrides of pipeline.models.backbone.BackboneConfig's preset (pretrain.size)."""
+
+    derived: ClassVar[Mapping[str, str]] = {
+        "vocab_size": "the channel vocabulary (resources/channel_vocabulary)", "patch_size": "patch.patch_len",
+        "max_patches": "the windows' patch count (patch.window_s)"}
+    embed_dim: int | None = None
+    depth: int | None = None
+    heads: int | None = None
+    mlp_ratio: float | None = None
+    qkv_bias: bool | None = None
+    conv_channels: int | None = None
+    pos_init_std: float | None = None
+    time_bias_max_slope: float | None = None
+
+
+@dataclass(frozen=True)
+class PretrainModelSettings(Overrides):
+    """pretrain.model: overrides of pipeline.models.pretrain.PretrainConfig (and of its backbone)."""
+
+    derived: ClassVar[Mapping[str, str]] = {
+        "domains": "the tokenizer's codes (tokenizer.variant)", "levels": "the tokenizer's codes (tokenizer.model)",
+        "codebook_size": "the tokenizer's codes (tokenizer.model.codebook_size)"}
+    backbone: BackboneSettings | None = None
+    level_weights: tuple[float, ...] | None = None
+    hierarchical: bool | None = None
+    symmetric: bool | None = None
+
+
 @dataclass(frozen=True)
 class TokenizerSection:
     name: str = "ddrvq-demo"  # output folder: <results>/tokenizer/<name>
     size: Literal["demo", "paper"] = "demo"
     variant: Literal["ddrvq", "ddrvq_time", "ddrvq_freq", "labram", "neurorvq"] = "ddrvq"
-    model: Mapping[str, Any] = field(default_factory=dict)  # overrides of pipeline.models.config.TokenizerConfig
+    model: TokenizerModelSettings = field(default_factory=TokenizerModelSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
     heldout_split: str = "test"  # windows of these subjects are never trained on; evaluation uses them
     eval_windows: int = 32
@@ -199,12 +298,34 @@ class MaskConfig:
 
 
 @dataclass(frozen=True)
+class MaskSettings(Overrides):
+    """An ablation's mask: overrides of the main run's pretrain.mask."""
+
+    strategy: Literal["importance", "random"] | None = None
+    ratio: float | None = None
+    temperature: float | None = None
+    weight_start: float | None = None
+    weight_end: float | None = None
+    keep_prob: float | None = None
+    max_run: int | None = None
+    feature_weights: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class AblationSettings:
+    """pretrain.ablations.<name>: what this run changes in the main run's model and mask."""
+
+    model: PretrainModelSettings = field(default_factory=PretrainModelSettings)
+    mask: MaskSettings = field(default_factory=MaskSettings)
+
+
+@dataclass(frozen=True)
 class PretrainSection:
     name: str = "brainrvq-demo"  # output folder: <results>/pretrain/<name>
     size: Literal["demo", "base"] = "demo"
     # overrides of pipeline.models.pretrain.PretrainConfig (level_weights, hierarchical, symmetric) and of
     # its backbone (model: {backbone: {depth: 6}})
-    model: Mapping[str, Any] = field(default_factory=dict)
+    model: PretrainModelSettings = field(default_factory=PretrainModelSettings)
     mask: MaskConfig = field(default_factory=MaskConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     heldout_split: str = "test"  # evaluated, never trained on
@@ -215,20 +336,18 @@ class PretrainSection:
     codes: str | None = None
     # Pretraining ablations, each a run <results>/pretrain/<name> with these overrides of `model` and `mask`
     # (e.g. random-mask: {mask: {strategy: random}}; flat-heads: {model: {hierarchical: false}}).
-    ablations: Mapping[str, Any] = field(default_factory=dict)
+    ablations: Mapping[str, AblationSettings] = field(default_factory=dict)
 
     def ablation(self, name: str) -> "PretrainSection":
         """The section of ablation run `name`: this one with its overrides, named `name`, without ablations."""
         if name not in self.ablations:
             raise ConfigError(f"pretrain.ablations: no ablation {name!r}; configured: {sorted(self.ablations)}")
-        over = dict(self.ablations[name])
-        unknown = sorted(set(over) - {"model", "mask"})
-        if unknown:
-            raise ConfigError(f"pretrain.ablations.{name}: only model and mask can be overridden, not {unknown}")
-        model = {**dict(self.model), **dict(over.get("model", {}))}
-        mask = from_mapping(MaskConfig, {**to_dict(self.mask), **dict(over.get("mask", {}))},
-                            f"pretrain.ablations.{name}.mask")
-        return dataclasses.replace(self, name=name, model=model, mask=mask, ablations={})
+        over = self.ablations[name]
+        try:
+            mask = dataclasses.replace(self.mask, **dict(over.mask))
+        except ValueError as exc:
+            raise ConfigError(f"pretrain.ablations.{name}.mask: {exc}") from None
+        return dataclasses.replace(self, name=name, model=self.model.merged(over.model), mask=mask, ablations={})
 
 
 @dataclass(frozen=True)
@@ -274,17 +393,35 @@ class PipelineConfig:
 # generic mapping → dataclass conversion (strict: unknown keys are errors, naming where they are)
 
 
+def nearest(name: str, names: Any) -> str | None:
+    """The valid name closest to a misspelt one (None when nothing is close)."""
+    close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def unknown_key_error(where: str, key: str, names: Any, derived: Mapping[str, str] | None = None) -> ConfigError:
+    """`<where>: unknown key 'x' (did you mean 'y'?)` on the first line — what Snakemake shows first — and the
+    allowed names on the next. A model field that is not a setting says where its value comes from."""
+    if derived and key in derived:
+        return ConfigError(f"{where}: {key!r} is not a setting — it comes from {derived[key]}")
+    near = nearest(key, names)
+    hint = f" (did you mean {near!r}?)" if near else ""
+    return ConfigError(f"{where}: unknown key {key!r}{hint}\n  allowed in {where}: {', '.join(sorted(names))}")
+
+
 def from_mapping(cls: type, data: Mapping[str, Any] | None, where: str) -> Any:
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+        raise unknown_key_error(where, unknown[0], names, getattr(cls, "derived", None))
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
 
@@ -298,8 +435,12 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             if type(None) in args:
                 return None
             raise ConfigError(f"{where}: must not be null")
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1 or (isinstance(value, Mapping) and any(dataclasses.is_dataclass(a) for a in options)):
+            # one candidate type (or a section): its own error names the key at fault
+            return _convert(next(a for a in options if len(options) == 1 or dataclasses.is_dataclass(a)), value, where)
         errors = []
-        for arg in (a for a in args if a is not type(None)):
+        for arg in options:
             try:
                 return _convert(arg, value, where)
             except ConfigError as exc:
@@ -319,7 +460,10 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if origin in (Mapping, dict, collections.abc.Mapping):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
+        args = typing.get_args(tp)
+        if not args or args[1] is Any:
+            return dict(value)
+        return {str(k): _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
@@ -334,8 +478,20 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
 
 
 def to_dict(obj: Any) -> Any:
-    """JSON-ready dict of a config dataclass (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(obj)))
+    """JSON-ready dict of a config dataclass (tuples become lists; overrides hold only their set fields)."""
+    return json.loads(json.dumps(_plain(obj)))
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, Overrides):
+        return {k: _plain(v) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,21 +527,47 @@ def merge_dataset_files(raw: Mapping[str, Any], *, base_dir: Path | None = None)
     return raw
 
 
+# Top-level keys; `resources` is read by the rule files (per-rule threads, memory, runtime, GPUs).
+TOP_LEVEL = ("results", "cache", "datasets", "demo_corpus", "dask", "tokenizer", "pretrain", "finetune", "preprocess",
+             "patch", "montage", "ingest", "dataset_files", "resources")
+_DEFAULT_SECTIONS = {"preprocess": PreprocessConfig, "patch": PatchConfig, "montage": MontageConfig,
+                     "ingest": IngestConfig}
+
+
+def _fixed_values(ds_or_defaults: Any, where: str) -> None:
+    """sfreq and patch_len are fixed by the code below the shards: other values are refused here, not deep in a job."""
+    sfreq, patch_len = ds_or_defaults["preprocess"].sfreq, ds_or_defaults["patch"].patch_len
+    if sfreq != SFREQ:
+        raise ConfigError(f"{where}preprocess.sfreq: {sfreq:g} Hz is not supported — only {SFREQ:g}: the models, "
+                          "importance features, band-power baseline and embed read 1 s patches of 200 samples")
+    if patch_len != PATCH_LEN:
+        raise ConfigError(f"{where}patch.patch_len: {patch_len} is not supported — only {PATCH_LEN} (1 s at "
+                          f"{SFREQ:g} Hz), the models' patch size")
+
+
 def parse_config(raw: Mapping[str, Any], *, base_dir: Path | None = None) -> PipelineConfig:
     """Build the typed config from an already-loaded YAML mapping (as Snakemake holds it)."""
     raw = merge_dataset_files(raw, base_dir=base_dir)
     raw.pop("dataset_files", None)
-    defaults = {k: raw.get(k) for k in ("preprocess", "patch", "montage", "ingest")}
+    unknown = sorted(set(raw) - set(TOP_LEVEL))
+    if unknown:
+        raise unknown_key_error("the config's top level", unknown[0], TOP_LEVEL)
+    defaults = {k: raw.get(k) for k in _DEFAULT_SECTIONS}
+    # the shared sections first, so that a typo there is reported where it was written
+    _fixed_values({k: from_mapping(cls, defaults[k], k) for k, cls in _DEFAULT_SECTIONS.items()}, "")
     datasets = {}
     for name, entry in dict(raw.get("datasets") or {}).items():
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"datasets.{name}: expected a mapping, got {entry!r}")
         entry = dict(entry)
-        for section in ("preprocess", "patch", "montage", "ingest"):
+        for section in _DEFAULT_SECTIONS:
             entry[section] = _merged(defaults[section], entry.get(section))
         # A dataset's mains frequency is part of its identity; the notch uses it.
         if "mains" in entry:
             entry["preprocess"]["mains"] = entry.pop("mains")
         ds = from_mapping(DatasetConfig, {"name": name, **entry}, f"datasets.{name}")
-        if ds.ingest.min_duration_s == 0.0:
+        _fixed_values({"preprocess": ds.preprocess, "patch": ds.patch}, f"datasets.{name}.")
+        if ds.ingest.min_duration_s is None:  # null: a recording must hold at least one window
             ds = dataclasses.replace(ds, ingest=dataclasses.replace(ds.ingest, min_duration_s=ds.patch.window_s))
         datasets[name] = ds
     if not datasets:
@@ -408,7 +590,33 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path | None = None) -> Pip
         pretrain=from_mapping(PretrainSection, raw.get("pretrain"), "pretrain"),
         finetune=from_mapping(FinetuneSection, raw.get("finetune"), "finetune"),
     )
+    for run in cfg.pretrain.ablations:
+        cfg.pretrain.ablation(run)  # its mask must be valid too
+    for method in cfg.finetune.methods:
+        run = method.split(":", 1)[1] if method.startswith("ablation:") else None
+        if run is not None and run not in cfg.pretrain.ablations:
+            raise ConfigError(f"finetune.methods: {method!r} fine-tunes pretraining ablation {run!r}, which "
+                              f"pretrain.ablations does not define (defined: {sorted(cfg.pretrain.ablations)})")
     return cfg
+
+
+def check_schema(raw: Mapping[str, Any], schema_path: str | Path) -> None:
+    """Validate against the JSON schema; the first error as one line: where, what, and the nearest valid name for an
+    unknown key (instead of the schema dump a failed `snakemake.utils.validate` prints)."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(json.loads(json.dumps(raw, default=str))))
+    if error is None:
+        return
+    where = ".".join(str(p) for p in error.absolute_path) or "the config's top level"
+    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - allowed)
+        if extra and allowed:
+            raise unknown_key_error(where, extra[0], allowed)
+    raise ConfigError(f"{where}: {error.message}")
 
 
 def load_config(path: str | Path) -> PipelineConfig:
@@ -449,6 +657,7 @@ def stage_settings(ds: DatasetConfig, stage: str) -> Any:
         "montage": ds.montage,
         "preprocess": ds.preprocess,
         "patch": PatchSettings(patch=ds.patch, splits=ds.splits),
+        "labels": ds.labels,  # the fine-tuning jobs' classes
     }
     if ds.labels.mode != "none":
         window = ds.labels.window_s or ds.patch.window_s
@@ -466,3 +675,69 @@ def stage_settings(ds: DatasetConfig, stage: str) -> Any:
 
 def stage_settings_json(ds: DatasetConfig, stage: str) -> str:
     return json.dumps(to_dict(stage_settings(ds, stage)), sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-job settings: what one job reads, no more — Snakemake's params (the rerun trigger), the stage's --settings
+# and the training runs' checkpoint identity all come from here
+
+
+# What every trained fine-tuning method (full, probe, scratch, ablation:<run>) reads; the learning rates differ.
+_FINETUNE_TRAINED = ("epochs", "batch_size", "weight_decay", "warmup_epochs", "min_lr_ratio", "class_weights",
+                     "dropout", "grad_clip", "mixed_precision", "num_workers", "deterministic", "primary_metric")
+
+
+def tokenizer_job_settings(section: TokenizerSection) -> dict[str, Any]:
+    """What train_tokenizer reads of `tokenizer` (not `pretrained`: a tokenizer trained elsewhere replaces the job)."""
+    out = to_dict(section)
+    out.pop("pretrained")
+    return out
+
+
+def pretrain_job_settings(section: PretrainSection, run: str | None = None) -> dict[str, Any]:
+    """What pretraining run `run` (default: the main one) reads: its own section, ablation overrides applied, without
+    the other runs (`ablations`) and without `codes` (an input path, passed as --codes)."""
+    if run is not None and run != section.name:
+        section = section.ablation(run)
+    out = to_dict(section)
+    out.pop("ablations")
+    out.pop("codes")
+    return out
+
+
+def finetune_job_settings(section: FinetuneSection, method: str, labels: LabelConfig) -> dict[str, Any]:
+    """What one fine-tuning job (method × seed on a dataset with these labels) reads of `finetune`: not the lists of
+    methods and seeds (its wildcards), not another method's learning rate, nothing of training for logreg."""
+    if method == "logreg":  # band powers + logistic regression: batch_size only sizes the feature pass
+        keys: tuple[str, ...] = ("batch_size", "primary_metric")
+    else:
+        keys = _FINETUNE_TRAINED + (("probe_lr",) if method == "probe" else ("lr", "layer_decay"))
+        if len(labels.classes) > 2:  # binary tasks use a logistic loss without smoothing
+            keys += ("label_smoothing",)
+    full = to_dict(section)
+    return {k: full[k] for k in sorted(keys)}
+
+
+def job_settings(cfg: PipelineConfig, rule: str, *, dataset: str | None = None, run: str | None = None,
+                 method: str | None = None) -> Any:
+    """The JSON-ready settings job `rule` reads (wildcards as keywords): every rule's `params.settings` and the
+    `--settings` its stage gets. Settings a job does not read are absent, so changing them reruns nothing."""
+    if rule == "fetch_demo_corpus":
+        return {k: to_dict(v) for k, v in cfg.demo_corpus.items()}
+    if rule == "train_tokenizer":
+        return tokenizer_job_settings(cfg.tokenizer)
+    if rule == "pretrain":
+        return pretrain_job_settings(cfg.pretrain, run)
+    if dataset is None:
+        raise ConfigError(f"job_settings: rule {rule!r} needs a dataset")
+    ds = cfg.datasets[dataset]
+    if rule == "finetune":
+        if method is None:
+            raise ConfigError("job_settings: rule 'finetune' needs a method")
+        return finetune_job_settings(cfg.finetune, method, ds.labels)
+    stage = {"standardize": "montage"}.get(rule, rule)
+    return to_dict(stage_settings(ds, stage))
+
+
+def job_settings_json(cfg: PipelineConfig, rule: str, **wildcards: Any) -> str:
+    return json.dumps(job_settings(cfg, rule, **wildcards), sort_keys=True)

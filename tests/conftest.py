@@ -32,6 +32,15 @@ def demo_corpus() -> Path:
 
 
 @pytest.fixture(scope="session")
+def finished(demo_corpus: Path, tmp_path_factory):
+    """The tiny DAG (.test/config.yaml) run to the end once per session, shared by test_workflow.py and
+    test_operations.py (tests that change it work on copies: Finished.copy)."""
+    from workflow_helpers import finish_workdir
+
+    return finish_workdir(tmp_path_factory.mktemp("tiny-dag"))
+
+
+@pytest.fixture(scope="session")
 def physionet_edf(demo_corpus: Path) -> Path:
     return demo_corpus / "physionet" / "S001R02.edf"
 

@@ -10,8 +10,10 @@ import jsonschema
 import pytest
 import yaml
 
-from pipeline.config import (ConfigError, IngestConfig, PatchSettings, PreprocessConfig, load_config, load_settings,
-                             parse_config, stage_settings_json)
+from pipeline.config import (BackboneSettings, ConfigError, FinetuneSection, IngestConfig, LabelConfig, PatchSettings,
+                             PreprocessConfig, PretrainModelSettings, PretrainSection, TokenizerModelSettings,
+                             TokenizerSection, check_schema, finetune_job_settings, job_settings, load_config,
+                             load_settings, parse_config, stage_settings_json, to_dict)
 from pipeline.stages.fetch_demo import extract_members, fetch_wheel
 from pipeline.config import WheelSource
 
@@ -30,18 +32,148 @@ def test_dataset_overrides_and_inherited_defaults(repo_root: Path):
     tuab = cfg.datasets["tuab"]
     assert tuab.patch.window_s == 10 and tuab.patch.patch_len == 200  # own value, inherited value
     assert tuab.montage.channels == "tuh_double_banana"
-    assert tuab.ingest.min_duration_s == 10  # defaults to one window
+    assert tuab.ingest.min_duration_s == 10  # null (not set): one window
     assert cfg.datasets["bciciv2a"].preprocess.mains == 50.0
+
+
+def test_min_duration_zero_is_a_value_and_null_is_one_window():
+    base = {"datasets": {"x": {"path": "/data", "patch": {"window_s": 4}}}}
+    assert parse_config(base).datasets["x"].ingest.min_duration_s == 4
+    assert parse_config({**base, "ingest": {"min_duration_s": None}}).datasets["x"].ingest.min_duration_s == 4
+    assert parse_config({**base, "ingest": {"min_duration_s": 0}}).datasets["x"].ingest.min_duration_s == 0
 
 
 def test_unknown_keys_and_wrong_types_are_named():
     base = {"datasets": {"x": {"path": "/data"}}}
-    with pytest.raises(ConfigError, match=r"datasets.x.patch: unknown key\(s\) \['windows'\]"):
+    with pytest.raises(ConfigError, match=r"^patch: unknown key 'windows' \(did you mean 'window_s'\?\)\n"):
         parse_config({**base, "patch": {"windows": 3}})
-    with pytest.raises(ConfigError, match=r"datasets.x.preprocess.l_freq: .*'low'"):
+    with pytest.raises(ConfigError, match=r"^datasets.x.patch: unknown key 'windows'"):
+        parse_config({"datasets": {"x": {"path": "/data", "patch": {"windows": 3}}}})
+    with pytest.raises(ConfigError, match=r"^preprocess.l_freq: .*'low'"):
         parse_config({**base, "preprocess": {"l_freq": "low"}})
     with pytest.raises(ConfigError, match="at least one dataset"):
         parse_config({"datasets": {}})
+    with pytest.raises(ConfigError, match=r"^the config's top level: unknown key 'finetun' \(did you mean 'finetune'"):
+        parse_config({**base, "finetun": {}})
+
+
+@pytest.mark.parametrize("section, typo, where, nearest", [
+    ({"tokenizer": {"model": {"codebok_size": 64}}}, "codebok_size", "tokenizer.model", "codebook_size"),
+    ({"pretrain": {"model": {"backbone": {"embed_dm": 32}}}}, "embed_dm", "pretrain.model.backbone", "embed_dim"),
+    ({"pretrain": {"model": {"level_weight": [1, 1, 1]}}}, "level_weight", "pretrain.model", "level_weights"),
+    ({"pretrain": {"ablations": {"a": {"model": {"hierarchcal": False}}}}}, "hierarchcal", "pretrain.ablations.a.model",
+     "hierarchical"),
+    ({"pretrain": {"ablations": {"a": {"mask": {"stratgy": "random"}}}}}, "stratgy", "pretrain.ablations.a.mask",
+     "strategy"),
+])
+def test_model_sections_are_typed_and_a_typo_names_key_section_and_nearest_name(section, typo, where, nearest):
+    with pytest.raises(ConfigError) as err:
+        parse_config({"datasets": {"x": {"path": "/data"}}, **section})
+    assert str(err.value).splitlines()[0] == f"{where}: unknown key {typo!r} (did you mean {nearest!r}?)"
+
+
+def test_model_overrides_are_typed_and_apply_only_what_is_set():
+    cfg = parse_config({"datasets": {"x": {"path": "/data"}},
+                        "tokenizer": {"model": {"codebook_size": 64}},
+                        "pretrain": {"model": {"backbone": {"depth": 2}, "hierarchical": False},
+                                     "ablations": {"deep": {"model": {"backbone": {"heads": 2}}}}}})
+    assert cfg.tokenizer.model == TokenizerModelSettings(codebook_size=64)
+    assert dict(cfg.tokenizer.model) == {"codebook_size": 64}  # a preset's other values stay the preset's
+    assert dict(cfg.pretrain.model["backbone"]) == {"depth": 2}
+    deep = cfg.pretrain.ablation("deep")  # nested overrides merge field by field
+    assert deep.model == PretrainModelSettings(backbone=BackboneSettings(depth=2, heads=2), hierarchical=False)
+    with pytest.raises(ConfigError, match=r"tokenizer.model.codebook_size: expected int, got 'many'"):
+        parse_config({"datasets": {"x": {"path": "/data"}}, "tokenizer": {"model": {"codebook_size": "many"}}})
+    with pytest.raises(ConfigError, match=r"'max_patches' is not a setting — it comes from the windows' patch count"):
+        parse_config({"datasets": {"x": {"path": "/data"}}, "pretrain": {"model": {"backbone": {"max_patches": 9}}}})
+    with pytest.raises(ConfigError, match=r"finetune.methods: 'ablation:nope' .* pretrain.ablations does not define"):
+        parse_config({"datasets": {"x": {"path": "/data"}}, "finetune": {"methods": ["ablation:nope"]}})
+    # the stage reads its --settings back into the same typed section
+    assert load_settings(PretrainSection, json.dumps(to_dict(cfg.pretrain))) == cfg.pretrain
+
+
+def test_model_settings_match_the_models_and_the_schema(repo_root: Path):
+    """Every model field is a setting or named as derived; the schema's model sections list exactly the settings."""
+    import dataclasses
+
+    from pipeline.models.backbone import BackboneConfig
+    from pipeline.models.config import TokenizerConfig
+    from pipeline.models.pretrain import PretrainConfig
+
+    schema = yaml.safe_load((repo_root / "workflow" / "schemas" / "config.schema.yaml").read_text())["$defs"]
+    for settings, model, key in ((TokenizerModelSettings, TokenizerConfig, "tokenizer_model"),
+                                 (BackboneSettings, BackboneConfig, "backbone"),
+                                 (PretrainModelSettings, PretrainConfig, "pretrain_model")):
+        names = {f.name for f in dataclasses.fields(settings)}
+        assert names | set(settings.derived) == {f.name for f in dataclasses.fields(model)}, settings
+        assert not names & set(settings.derived)
+        assert set(schema[key]["properties"]) == names, key
+
+
+@pytest.mark.parametrize("changes, where", [
+    ({"preprocess": {"sfreq": 256}}, "preprocess.sfreq: 256 Hz is not supported"),
+    ({"datasets": {"x": {"path": "/data", "patch": {"patch_len": 100}}}}, "datasets.x.patch.patch_len: 100 is not"),
+])
+def test_sampling_rate_and_patch_length_other_than_200_are_refused(changes, where):
+    with pytest.raises(ConfigError, match="^" + where):
+        parse_config({"datasets": {"x": {"path": "/data"}}, **changes})
+
+
+def test_schema_errors_are_one_line_naming_the_key(repo_root: Path):
+    schema = repo_root / "workflow" / "schemas" / "config.schema.yaml"
+    raw = yaml.safe_load((repo_root / ".test" / "config.yaml").read_text())
+    check_schema(raw, schema)
+    with pytest.raises(ConfigError, match=r"^tokenizer.train.lr: -1 is less than or equal to the minimum of 0$"):
+        check_schema({**raw, "tokenizer": {"train": {"lr": -1}}}, schema)
+    with pytest.raises(ConfigError, match=r"^datasets.demo_bids: unknown key 'fromat' \(did you mean 'format'\?\)"):
+        check_schema({**raw, "datasets": {"demo_bids": {"path": "x", "fromat": "edf"}}}, schema)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-job settings
+
+
+def test_job_settings_hold_what_the_job_reads(repo_root: Path):
+    cfg = load_config(repo_root / "config" / "config.yaml")
+    pretrain = job_settings(cfg, "pretrain", run="brainrvq-base")
+    assert "ablations" not in pretrain and "codes" not in pretrain and pretrain["train"]["max_steps"] == 100000
+    ablation = job_settings(cfg, "pretrain", run="flat-heads")
+    assert ablation["name"] == "flat-heads" and ablation["model"] == {"hierarchical": False}
+    assert "pretrained" not in job_settings(cfg, "train_tokenizer")
+    full = job_settings(cfg, "finetune", dataset="tuab", method="full")
+    probe = job_settings(cfg, "finetune", dataset="tuab", method="probe")
+    logreg = job_settings(cfg, "finetune", dataset="tuab", method="logreg")
+    assert {"methods", "seeds"}.isdisjoint(full) and "probe_lr" not in full and full["lr"] == 0.0005
+    assert "lr" not in probe and "layer_decay" not in probe and probe["probe_lr"] == 0.005
+    assert logreg == {"batch_size": 64, "primary_metric": "balanced_accuracy"}
+    # label smoothing is read by multi-class cross-entropy only (TUAB is binary, TUEV has six classes)
+    assert "label_smoothing" not in full
+    assert "label_smoothing" in job_settings(cfg, "finetune", dataset="tuev", method="full")
+    assert job_settings(cfg, "finetune", dataset="tuab", method="ablation:random-mask") == full
+    assert job_settings(cfg, "standardize", dataset="tuab") == to_dict(cfg.datasets["tuab"].montage)
+    # what the stage makes of it: the same keys, the rest left at their (unread) defaults
+    assert finetune_job_settings(load_settings(FinetuneSection, json.dumps(probe)), "probe",
+                                 cfg.datasets["tuab"].labels) == probe
+
+
+def test_job_settings_ignore_what_the_job_does_not_read(repo_root: Path):
+    """A new seed, method or ablation, another method's key, a tokenizer trained elsewhere: the other jobs' settings
+    — their rerun trigger and their checkpoint identity — stay equal."""
+    raw = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
+    before = parse_config(raw)
+    after = parse_config({**raw, "finetune": {**raw["finetune"], "seeds": [0, 1, 2, 3, 4, 5], "probe_lr": 0.01,
+                                              "methods": raw["finetune"]["methods"] + ["ablation:deep"]},
+                          "pretrain": {**raw["pretrain"], "codes": "/shared/codes",
+                                       "ablations": {**raw["pretrain"]["ablations"],
+                                                     "deep": {"model": {"backbone": {"depth": 24}}}}},
+                          "tokenizer": {**raw["tokenizer"], "pretrained": None}})
+    for rule, kw in [("pretrain", {"run": "brainrvq-base"}), ("pretrain", {"run": "flat-heads"}),
+                     ("train_tokenizer", {}), ("finetune", {"dataset": "tuev", "method": "full"}),
+                     ("finetune", {"dataset": "tuev", "method": "ablation:flat-heads"}),
+                     ("finetune", {"dataset": "tuab", "method": "logreg"})]:
+        assert job_settings(before, rule, **kw) == job_settings(after, rule, **kw), (rule, kw)
+    assert job_settings(before, "finetune", dataset="tuab", method="probe") != \
+        job_settings(after, "finetune", dataset="tuab", method="probe")
 
 
 def test_stage_settings_round_trip(repo_root: Path):

@@ -1,9 +1,11 @@
 """What operating the pipeline needs, shown for real through Snakemake on a tiny config of real demo EEG.
 
-The whole tiny DAG (ingest → … → pretrain → finetune → tables) runs once per module; every test then works on
-dry runs of that workdir or on copies of it (`copy_workdir`: results, raw data and Snakemake's metadata):
+The whole tiny DAG (.test/config.yaml: ingest → … → pretrain → finetune → tables) runs once per session (the
+`finished` fixture of conftest.py, shared with test_workflow.py); every test then works on dry runs of that workdir
+or on copies of it (`copy_workdir`: results, raw data and Snakemake's metadata):
 
-* reruns — a config change reruns exactly the jobs that depend on it, and touching raw EEG reruns nothing;
+* reruns — a config change reruns exactly the jobs that read it (a new seed, method, ablation or dataset: only its
+  own jobs), an irrelevant change resumes the training runs' checkpoints, and touching raw EEG reruns nothing;
 * reuse — a second checkout pretrains on an existing code store and tokenizer without training or extracting
   anything, and refuses a code store made by another tokenizer, naming the store and both fingerprints;
 * resume — a killed pretraining job (the job alone, retried by `--retries`; or Snakemake with it) resumes from
@@ -16,60 +18,24 @@ import json
 import os
 import shutil
 import signal
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from workflow_helpers import (changed, copy_workdir, group_processes, kill_group, nothing_to_do, output,
-                              planned_jobs, snakemake, snakemake_popen, summary, tail, tiny_config, wait_for,
-                              write_config)
+from workflow_helpers import (TEST_RESULTS, Finished, group_processes, kill_group, nothing_to_do, output,
+                              planned_jobs, snakemake, snakemake_popen, summary, tail, wait_for)
 
 pytestmark = pytest.mark.slow
 
 DS = "demo_bids"  # the labelled dataset (role both); demo_physionet is pretraining only
-TOKENIZER = "results/tokenizer/ddrvq-demo"
-CODES = "results/codes/ddrvq-demo"
-PRETRAIN = "results/pretrain/brainrvq-demo"
-
-
-@dataclass(frozen=True)
-class Finished:
-    """A workdir where `snakemake all` completed on `cfg` (written at `config`)."""
-
-    workdir: Path
-    config: Path
-    cfg: dict[str, Any]
-    base: Path  # room for copies and other configs
-
-    def config_with(self, name: str, changes: dict[str, Any]) -> Path:
-        return write_config(self.base / "configs" / f"{name}.yaml", changed(self.cfg, changes))
-
-    def copy(self, name: str) -> Path:
-        return copy_workdir(self.workdir, self.base / name)
-
-
-@pytest.fixture(scope="module")
-def finished(demo_corpus: Path, tmp_path_factory) -> Finished:
-    base = tmp_path_factory.mktemp("operations")
-    work = base / "main"
-    # PhysioNet as user data (no fetch rule, no demo stamp): a copy of the recording inside the workdir.
-    raw = work / "raw" / "physionet"
-    raw.mkdir(parents=True)
-    shutil.copy2(demo_corpus / "physionet" / "S001R02.edf", raw / "S001R02.edf")
-    cfg = tiny_config()
-    physionet = cfg["datasets"]["demo_physionet"]
-    physionet.pop("fetch")
-    physionet["path"] = "raw/physionet"  # relative: resolved in the workdir, so a copied workdir is the same
-    config = write_config(base / "configs" / "tiny.yaml", cfg)
-    proc = snakemake(work, config, "all", timeout=1200)
-    assert proc.returncode == 0, tail(proc)
-    assert nothing_to_do(snakemake(work, config, "all", "-n"))
-    return Finished(work, config, cfg, base)
+TOKENIZER = f"{TEST_RESULTS}/tokenizer/ddrvq-demo"
+CODES = f"{TEST_RESULTS}/codes/ddrvq-demo"
+PRETRAIN = f"{TEST_RESULTS}/pretrain/brainrvq-demo"
+METHODS = ("full", "scratch", "logreg")  # .test/config.yaml's; seeds 0 and 1
+LOGS = f"{TEST_RESULTS}/logs"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,60 +47,132 @@ def _job(job: dict) -> str:
     return job["rule"] + (f"[{','.join(f'{k}={v}' for k, v in sorted(wc.items()))}]" if wc else "")
 
 
-def _finetune(*methods: str) -> set[str]:
-    return {f"finetune[dataset={DS},method={m},seed={s}]" for m in methods for s in (0, 1)}
+def _finetune(*methods: str, seeds=(0, 1), dataset: str = DS) -> set[str]:
+    return {f"finetune[dataset={dataset},method={m},seed={s}]" for m in methods for s in seeds}
 
 
-def per_dataset(rule: str) -> set[str]:
-    return {f"{rule}[dataset={d}]" for d in (DS, "demo_physionet")}
+def per_dataset(rule: str, datasets=(DS, "demo_physionet")) -> set[str]:
+    return {f"{rule}[dataset={d}]" for d in datasets}
 
 
 FROM_TOKENIZER = {"train_tokenizer", *per_dataset("extract_codes"), "pretrain[run=brainrvq-demo]"}
+PRETRAINED = ("full", "scratch")  # methods with a pretrained model as input (scratch: its architecture)
+NEW = "Missing output files"  # the reason of a job whose outputs are new
+REMADE = "Input files updated by another job"
+PARAMS = "Params have changed"
+# a second labelled dataset: demo_bids again, downstream only
+DATASET2 = {"description": "demo_bids again", "format": "bids", "path": "resources/cache/demo/pylossless",
+            "fetch": "demo", "mains": 60, "role": "downstream", "montage": {"positions": "biosemi128"},
+            "splits": {"test": ["s02"], "val_fraction": 0.2, "val_unit": "time"},
+            "labels": {"mode": "events", "classes": ["face", "house"], "window_s": 1.0,
+                       "map": {"face-upright": "face", "face-inverted": "face", "house-upright": "house",
+                               "house-inverted": "house"}}}
+# the same config in other words: lists reordered, defaults and nulls spelled out
+SAME = {"finetune.seeds": [1, 0], "finetune.methods": ["logreg", "scratch", "full"], "finetune.probe_lr": 0.005,
+        "finetune.primary_metric": "balanced_accuracy", "tokenizer.pretrained": None, "pretrain.codes": None,
+        "pretrain.ablations": {}, "ingest.min_duration_s": None, "pretrain.mask.ratio": 0.5,
+        "tokenizer.model.codebook_size": 64}
 
 
-@pytest.mark.parametrize("change, changed_rule, expected", [
-    pytest.param({"finetune.lr": 0.002}, "finetune", _finetune("full", "logreg") | {"tables"}, id="finetune"),
-    pytest.param({"pretrain.mask.ratio": 0.4}, "pretrain",
-                 {"pretrain[run=brainrvq-demo]", *_finetune("full"), "tables"}, id="pretrain"),
+@pytest.mark.parametrize("change, expected, causes", [
+    # fine-tuning: a learning rate is read by the trained methods only (logreg reads none), a probe's by nothing here
+    pytest.param({"finetune.lr": 0.002}, _finetune(*PRETRAINED) | {"tables"}, {"finetune": PARAMS}, id="finetune-lr"),
+    pytest.param({"finetune.batch_size": 16}, _finetune(*METHODS) | {"tables"}, {"finetune": PARAMS},
+                 id="finetune-batch"),
+    pytest.param({"finetune.probe_lr": 0.01}, set(), {}, id="probe-lr-without-probe"),
+    pytest.param({"pretrain.mask.ratio": 0.4}, {"pretrain[run=brainrvq-demo]", *_finetune(*PRETRAINED), "tables"},
+                 {"pretrain": PARAMS}, id="pretrain"),
     # logreg reads band powers of the samples: no tokenizer, no pretrained model, not rerun
-    pytest.param({"tokenizer.train.lr": 0.001}, "train_tokenizer", FROM_TOKENIZER | _finetune("full") | {"tables"},
-                 id="tokenizer"),
-    pytest.param({"preprocess.h_freq": 40.0}, "preprocess",
+    pytest.param({"tokenizer.train.lr": 0.001}, FROM_TOKENIZER | _finetune(*PRETRAINED) | {"tables"},
+                 {"train_tokenizer": PARAMS}, id="tokenizer"),
+    pytest.param({"preprocess.h_freq": 40.0},
                  per_dataset("preprocess") | per_dataset("patch") | {f"samples[dataset={DS}]"} | FROM_TOKENIZER
-                 | _finetune("full", "logreg") | {"tables"}, id="preprocess"),
+                 | _finetune(*METHODS) | {"tables"}, {"preprocess": PARAMS}, id="preprocess"),
+    # list-valued settings: what is added runs, nothing else
+    pytest.param({"finetune.seeds": [0, 1, 2]}, _finetune(*METHODS, seeds=(2,)) | {"tables"},
+                 {"finetune": NEW}, id="add-seed"),
+    pytest.param({"finetune.methods": [*METHODS, "probe"]}, _finetune("probe") | {"tables"}, {"finetune": NEW},
+                 id="add-method"),
+    pytest.param({"pretrain.ablations": {"random-mask": {"mask": {"strategy": "random"}}},
+                  "finetune.methods": [*METHODS, "ablation:random-mask"]},
+                 {"pretrain[run=random-mask]", *_finetune("ablation-random-mask"), "tables"},
+                 {"pretrain": NEW, "finetune": NEW}, id="add-ablation"),
+    pytest.param({"datasets.demo_bids2": DATASET2},
+                 {f"{rule}[dataset=demo_bids2]" for rule in ("ingest", "standardize", "preprocess", "samples")}
+                 | _finetune(*METHODS, dataset="demo_bids2") | {"tables"},
+                 {rule: NEW for rule in ("ingest", "standardize", "preprocess", "samples", "finetune")},
+                 id="add-dataset"),
+    pytest.param(SAME, set(), {}, id="same-config-in-other-words"),
 ])
-def test_a_config_change_reruns_exactly_what_depends_on_it(finished: Finished, change, changed_rule, expected):
+def test_a_config_change_reruns_exactly_what_depends_on_it(finished: Finished, change, expected, causes):
     config = finished.config_with("-".join(change), change)
     dry = snakemake(finished.workdir, config, "all", "-n")
     assert dry.returncode == 0, tail(dry)
     jobs = [_job(j) for j in planned_jobs(dry)]
     assert len(jobs) == len(set(jobs)), jobs
     assert set(jobs) == expected
-    # Only the changed stage reruns for its params; everything after it because its input is remade.
+    if not expected:
+        assert nothing_to_do(dry), tail(dry)
+    # Only the changed stage reruns for its params (or is new); everything after it because its input is remade.
     for job in planned_jobs(dry):
-        cause = "Params have changed" if job["rule"] == changed_rule else "Input files updated by another job"
-        assert job["reason"].startswith(cause), job
-    # --summary agrees: what is not rerun is planned as "no update", with status ok.
+        assert job["reason"].startswith(causes.get(job["rule"], REMADE)), job
+    # --summary agrees: what is not planned is "no update", with status ok — the other jobs of a rerun rule too
+    # (the seeds and methods that were there before)
     plan = summary(finished.workdir, config, "all")
-    rerun_rules = {j.split("[")[0] for j in expected}
+    planned_outputs = {o for j in planned_jobs(dry) for o in j["output"]}
     for out, row in plan.items():
-        if row["rule"] not in rerun_rules:
+        if out not in planned_outputs:
             assert row["plan"] == "no update" and row["status"] == "ok", (out, row)
     if "logreg" not in " ".join(expected):
-        assert all(plan[f"results/finetune/{DS}/logreg/seed-{s}/metrics.json"]["plan"] == "no update" for s in (0, 1))
+        assert all(plan[f"{TEST_RESULTS}/finetune/{DS}/logreg/seed-{s}/metrics.json"]["plan"] == "no update"
+                   for s in (0, 1))
+
+
+def test_an_irrelevant_change_resumes_the_training_checkpoints(finished: Finished):
+    """A new seed, method and ablation and another method's learning rate leave the checkpoint identity of the runs
+    already made equal: forced to run again, pretraining and fine-tuning resume their last checkpoint (the finished
+    step) instead of moving them aside and training from step 0."""
+    work = finished.copy("irrelevant")
+    config = finished.config_with("irrelevant", {
+        "finetune.seeds": [0, 1, 2], "finetune.probe_lr": 0.02, "finetune.methods": [*METHODS, "probe", "ablation:flat"],
+        "pretrain.ablations": {"flat": {"model": {"hierarchical": False}}}})
+    for target, log in ((f"{PRETRAIN}/model.safetensors", f"{LOGS}/pretrain/brainrvq-demo.log"),
+                        (f"{TEST_RESULTS}/finetune/{DS}/full/seed-0/metrics.json",
+                         f"{LOGS}/{DS}/finetune/full-seed-0.log")):
+        run = (work / target).parent
+        before = sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("step-"))
+        assert before, run
+        proc = snakemake(work, config, target, "--force")
+        assert proc.returncode == 0, tail(proc)
+        text = (work / log).read_text()
+        assert f"resumed from {run.relative_to(work) / 'checkpoints' / before[-1]}" in text, text[-3000:]
+        assert "made with other settings" not in text and not list(run.glob("checkpoints.stale-*")), text[-3000:]
 
 
 def test_touching_raw_eeg_reruns_nothing(finished: Finished):
     work = finished.copy("touched")
     assert nothing_to_do(snakemake(work, finished.config, "all", "-n"))  # a copied workdir is as finished
-    raw = work / "raw" / "physionet"
+    # The copy's demo cache is a link to the shared one: give it a PhysioNet folder of its own to touch.
+    shared = (work / "resources" / "cache").resolve()
+    (work / "resources" / "cache").unlink()
+    demo = work / "resources" / "cache" / "demo"
+    demo.mkdir(parents=True)
+    for entry in (shared / "demo").iterdir():
+        if entry.name == "physionet":
+            shutil.copytree(entry, demo / entry.name)  # copy2: mtimes kept
+        elif entry.is_file():
+            shutil.copy2(entry, demo / entry.name)
+        else:
+            (demo / entry.name).symlink_to(entry, target_is_directory=True)
+    assert nothing_to_do(snakemake(work, finished.config, "all", "-n"))
+    raw = demo / "physionet"
     for path in (raw / "S001R02.edf", raw):
         os.utime(path)  # `touch`: newer than every output now
     # The raw folder really is ingest's input here (user data, no demo stamp in between)…
     detailed = snakemake(work, finished.config, "all", "--detailed-summary")
     rows = [line.split("\t") for line in detailed.stdout.splitlines() if "\t" in line]
-    inputs = dict(zip(rows[0], next(r for r in rows if r[0] == "results/demo_physionet/manifest.parquet")))
-    assert inputs["input-file(s)"].split(",") == ["raw/physionet"], inputs
+    inputs = dict(zip(rows[0], next(r for r in rows if r[0] == f"{TEST_RESULTS}/demo_physionet/manifest.parquet")))
+    assert inputs["input-file(s)"].split(",") == ["resources/cache/demo/physionet"], inputs
     # …and its mtime is no trigger: nothing to do.
     dry = snakemake(work, finished.config, "all", "-n")
     assert nothing_to_do(dry), tail(dry)
@@ -151,7 +189,7 @@ def test_a_rerun_after_a_config_change_really_retrains(finished: Finished):
     before = load_file(str(finished.workdir / PRETRAIN / "model.safetensors"))
     proc = snakemake(work, config, f"{PRETRAIN}/model.safetensors")
     assert proc.returncode == 0, tail(proc)
-    log = (work / "results/logs/pretrain/brainrvq-demo.log").read_text()
+    log = (work / f"{LOGS}/pretrain/brainrvq-demo.log").read_text()
     assert "resumed from" not in log, log
     after = load_file(str(work / PRETRAIN / "model.safetensors"))
     assert any(not torch.equal(before[k], after[k]) for k in before)
@@ -192,10 +230,10 @@ def test_a_checkout_reuses_a_code_store_and_refuses_another_tokenizers(finished:
     dry = snakemake(work, config, "all", "-n")
     assert dry.returncode == 0, tail(dry)
     jobs = {_job(j) for j in planned_jobs(dry)}
-    assert jobs == {"pretrain[run=brainrvq-demo]", *_finetune("full"), "tables"}  # no train_tokenizer, no codes
+    assert jobs == {"pretrain[run=brainrvq-demo]", *_finetune(*PRETRAINED), "tables"}  # no train_tokenizer, no codes
     proc = snakemake(work, config, "all")
     assert proc.returncode == 0, tail(proc)
-    log = (work / "results/logs/pretrain/brainrvq-demo.log").read_text()
+    log = (work / f"{LOGS}/pretrain/brainrvq-demo.log").read_text()
     assert "resumed from" not in log  # trained here, from scratch
     assert _fingerprint(work / PRETRAIN / "model.safetensors")["tokenizer_fingerprint"] == expected_fp
     metrics = json.loads((work / PRETRAIN / "metrics.json").read_text())
@@ -212,7 +250,7 @@ def test_a_checkout_reuses_a_code_store_and_refuses_another_tokenizers(finished:
     failed = snakemake(work, mismatch, f"{PRETRAIN}/model.safetensors")
     assert failed.returncode != 0
     assert "Error in rule pretrain" in output(failed)
-    log = (work / "results/logs/pretrain/brainrvq-demo.log").read_text()
+    log = (work / f"{LOGS}/pretrain/brainrvq-demo.log").read_text()
     assert f"{store / DS}: codes were made by tokenizer {expected_fp[:12]}" in log, log[-2000:]
     assert f"this run's tokenizer is {other_fp[:12]}" in log and "pretrain.codes" in log, log[-2000:]
 
@@ -221,7 +259,7 @@ def test_a_checkout_reuses_a_code_store_and_refuses_another_tokenizers(finished:
 # 3. resume after a kill, and retries
 
 
-RESUME = "results/pretrain/resume-demo"  # a run of its own: no checkpoints from the main run in its folder
+RESUME = f"{TEST_RESULTS}/pretrain/resume-demo"  # a run of its own: no checkpoints from the main run in its folder
 
 
 def _checkpoints(run: Path) -> list[int]:
@@ -239,7 +277,7 @@ def test_a_killed_pretraining_resumes_to_the_same_weights(finished: Finished):
     assert proc.returncode == 0, tail(proc)
 
     work = finished.copy("interrupted")
-    run, job_log, sm_log = work / RESUME, work / "results/logs/pretrain/resume-demo.log", work / "snakemake.log"
+    run, job_log, sm_log = work / RESUME, work / f"{LOGS}/pretrain/resume-demo.log", work / "snakemake.log"
     sm = snakemake_popen(work, config, target, "--retries", "1", log=sm_log)
     try:
         # (a) The job dies (OOM killer, a lost node): SIGKILL the training processes only. Snakemake retries it.

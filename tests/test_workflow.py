@@ -1,10 +1,14 @@
-"""The real Snakemake DAG, end to end through `patch`, on a tiny config of real demo EEG."""
+"""The real Snakemake DAG, end to end, on the tiny config of real demo EEG (.test/config.yaml); config errors and the
+SLURM profile through Snakemake's own command line."""
 
 from __future__ import annotations
 
+import collections
 import json
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,33 +18,14 @@ import pytest
 import yaml
 
 from pipeline.store.zarr_store import open_shard
-from workflow_helpers import tiny_config as tiny
-
-
-def _snakemake(repo: Path, workdir: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", *args, "--configfile", str(config)]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
-
-
-@pytest.fixture(scope="module")
-def tiny_config(repo_root: Path, demo_corpus: Path, tmp_path_factory) -> Path:
-    """The demo config cut down (tests/workflow_helpers.py), with the scratch baseline added."""
-    work = tmp_path_factory.mktemp("workflow")
-    cfg = tiny(repo_root)
-    cfg["results"] = str(work / "results")
-    cfg["finetune"]["methods"] = ["full", "scratch", "logreg"]
-    path = work / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+from workflow_helpers import (TEST_CONFIG, TEST_RESULTS, Finished, changed, make_workdir, nothing_to_do, output,
+                              planned_jobs, snakemake, tail, tiny_config, write_config)
 
 
 @pytest.mark.slow
-def test_dag_runs_end_to_end(repo_root: Path, tiny_config: Path):
-    work = tiny_config.parent
-    proc = _snakemake(repo_root, work, tiny_config, "all")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    results = work / "results"
+def test_dag_runs_end_to_end(finished: Finished, tmp_path: Path):
+    work = finished.workdir
+    results = work / TEST_RESULTS
     for ds, n_channels in (("demo_bids", 19), ("demo_physionet", 19)):
         index = pl.read_parquet(results / ds / "shards" / "index.parquet")
         assert len(index) > 0
@@ -70,27 +55,169 @@ def test_dag_runs_end_to_end(repo_root: Path, tiny_config: Path):
     # s02 is the test subject; s01 trains, its last 20 % of windows (by time) validate
     assert set(bids.select("subject", "split").unique().iter_rows()) == {("s01", "train"), ("s01", "val"),
                                                                          ("s02", "test")}
-    # The Snakemake report bundles the tables and the plots.
-    report = _snakemake(repo_root, work, tiny_config, "all", "--report", str(work / "report.html"))
-    assert report.returncode == 0, report.stderr[-3000:]
-    html = (work / "report.html").read_text(errors="replace")
+    # The Snakemake report bundles the tables and the plots (written outside the shared workdir).
+    report = snakemake(work, finished.config, "all", "--report", str(tmp_path / "report.html"))
+    assert report.returncode == 0, tail(report)
+    html = (tmp_path / "report.html").read_text(errors="replace")
     assert "table.md" in html and "accuracy.png" in html and "loss.png" in html
     # Nothing left to do on a second look.
-    dry = _snakemake(repo_root, work, tiny_config, "all", "--dry-run")
-    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
+    dry = snakemake(work, finished.config, "all", "--dry-run")
+    assert dry.returncode == 0 and "Nothing to be done" in output(dry)
 
 
-def test_schema_rejects_a_bad_config(repo_root: Path, tiny_config: Path, tmp_path: Path):
-    cfg = yaml.safe_load(tiny_config.read_text())
-    cfg["patch"]["dtype"] = "float64"
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(cfg))
-    proc = _snakemake(repo_root, tmp_path, bad, "all", "--dry-run")
-    assert proc.returncode != 0 and "float64" in proc.stdout + proc.stderr
+# ---------------------------------------------------------------------------------------------
+# config errors: before any work, in seconds, the answer on the first line
 
 
-def test_slurm_profile_dry_run(repo_root: Path, tiny_config: Path, tmp_path: Path):
+def _first_line(proc: subprocess.CompletedProcess) -> str:
+    return next(line for line in output(proc).splitlines() if line.strip())
+
+
+def _dry_run_with(tmp_path: Path, changes: dict) -> tuple[subprocess.CompletedProcess, float]:
+    bad = write_config(tmp_path / "bad.yaml", changed(tiny_config(), changes))
+    start = time.monotonic()
+    proc = snakemake(make_workdir(tmp_path / "work"), bad, "all", "-n", timeout=120)
+    return proc, time.monotonic() - start
+
+
+def test_schema_rejects_a_bad_config(tmp_path: Path):
+    proc, _ = _dry_run_with(tmp_path, {"patch.dtype": "float64"})
+    assert proc.returncode != 0
+    assert _first_line(proc).startswith("config error: ") and "patch.dtype" in _first_line(proc)
+    assert "float64" in _first_line(proc)
+
+
+@pytest.mark.parametrize("key, where, nearest", [
+    ("tokenizer.model.codebok_size", "tokenizer.model", "codebook_size"),
+    ("tokenizer.model.dead_code_treshold", "tokenizer.model", "dead_code_threshold"),
+    ("pretrain.model.backbone.dpeth", "pretrain.model.backbone", "depth"),
+    ("pretrain.model.hierarchicl", "pretrain.model", "hierarchical"),
+    ("pretrain.ablations.flat.model.symetric", "pretrain.ablations.flat.model", "symmetric"),
+    ("tokenzier", "the config's top level", "tokenizer"),
+])
+def test_a_typo_in_a_config_key_fails_the_dry_run_naming_it_first(tmp_path: Path, key, where, nearest):
+    """A misspelt key stops `snakemake -n` at once: its name, its section and the nearest valid name on the first
+    line of output (no schema dump, no traceback from inside a job after ingest → patch ran)."""
+    proc, seconds = _dry_run_with(tmp_path, {key: 1})
+    first = _first_line(proc)
+    typo = key.rsplit(".", 1)[-1]
+    assert proc.returncode != 0
+    assert first == f"config error: {where}: unknown key {typo!r} (did you mean {nearest!r}?)", output(proc)[:3000]
+    assert len(output(proc).splitlines()) <= 3, output(proc)  # the message and the allowed names, nothing else
+    assert seconds < 30  # parsing only: no DAG, no job
+
+
+def test_values_the_code_cannot_honour_are_refused_before_any_work(tmp_path: Path):
+    proc, _ = _dry_run_with(tmp_path, {"preprocess.sfreq": 250})
+    assert proc.returncode != 0
+    assert _first_line(proc).startswith("config error: preprocess.sfreq: 250 Hz is not supported — only 200")
+    proc, _ = _dry_run_with(tmp_path, {"tokenizer.model.patch_size": 100})
+    assert _first_line(proc) == "config error: tokenizer.model: 'patch_size' is not a setting — it comes from patch.patch_len"
+
+
+# ---------------------------------------------------------------------------------------------
+# the SLURM profile
+
+
+def test_slurm_profile_dry_run(repo_root: Path, tmp_path: Path):
     """The cluster profile parses and plans the same DAG without SLURM installed."""
-    proc = _snakemake(repo_root, tmp_path, tiny_config, "all", "--dry-run", "--profile", str(repo_root / "profiles" / "slurm"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    work = make_workdir(tmp_path)
+    proc = snakemake(work, TEST_CONFIG, "all", "--dry-run", "--profile", str(repo_root / "profiles" / "slurm"))
+    assert proc.returncode == 0, tail(proc)
     assert "patch" in proc.stdout
+
+
+def test_the_users_slurm_command_resolves_the_profile_in_the_repository_root(repo_root: Path, tmp_path: Path):
+    """`snakemake --profile slurm all`, typed in the repository root, finds the project's profile (./slurm links to
+    profiles/slurm, and Snakemake looks for a profile name in the current folder first). Dry run on the tiny config
+    in a workdir of its own; the profile's settings are in effect (its slurm-logdir, its executor)."""
+    assert (repo_root / "slurm").is_symlink() and (repo_root / "slurm").resolve() == (repo_root / "profiles" / "slurm")
+    work = make_workdir(tmp_path)
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", "all",
+           "--dry-run", "--directory", str(work), "--configfile", str(TEST_CONFIG)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=repo_root, timeout=300)
+    assert proc.returncode == 0, tail(proc)
+    assert "no profile.yaml (or config.yaml) found" not in output(proc)
+    assert "Using profile slurm" in output(proc), output(proc)[:2000]
+    assert "rule patch:" in proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# the paper config's DAG: what one more seed, method or ablation plans (dry runs over tiny stand-in files)
+
+
+@dataclass(frozen=True)
+class PaperDag:
+    workdir: Path
+    configs: tuple[Path, ...]  # config/config.yaml, then the test's paths
+    downstream: tuple[str, ...]
+
+    def dry_run(self, tmp: Path, changes: dict) -> list[dict]:
+        extra = write_config(tmp / "change.yaml", changes)
+        proc = snakemake(self.workdir, (*self.configs, extra), "all", "-n", timeout=300)
+        assert proc.returncode == 0, tail(proc)
+        return planned_jobs(proc)
+
+
+@pytest.fixture(scope="module")
+def paper_dag(repo_root: Path, tmp_path_factory) -> PaperDag:
+    """config/config.yaml with every dataset's path at a tiny file this fixture writes, its whole DAG marked done by
+    `snakemake --touch` (outputs created empty, Snakemake's metadata recorded as after real runs; nothing trains)."""
+    from pipeline.config import merge_dataset_files
+
+    work = tmp_path_factory.mktemp("paper")
+    raw = merge_dataset_files(yaml.safe_load((repo_root / "config" / "config.yaml").read_text()), base_dir=repo_root)
+    paths = {}
+    for name in raw["datasets"]:
+        folder = work / "data" / name
+        folder.mkdir(parents=True)
+        (folder / "recording.edf").write_bytes(b"0")
+        paths[name] = {"path": str(folder)}
+    configs = (repo_root / "config" / "config.yaml", write_config(work / "paths.yaml", {"datasets": paths}))
+    dag = PaperDag(work, configs, tuple(n for n, d in raw["datasets"].items() if d.get("labels", {}).get("mode")))
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        proc = snakemake(work, configs, "all", *args, timeout=600)
+        assert proc.returncode == 0, tail(proc)
+        return proc
+
+    jobs = planned_jobs(run("-n"))
+    assert sum(j["rule"] == "finetune" for j in jobs) == 8 * 6 * 5  # 8 datasets × 6 methods × 5 seeds
+    directories = {"preprocess", "patch", "samples", "extract_codes"}  # directory() outputs
+    for job in jobs:
+        for out in job["output"]:
+            (work / out).parent.mkdir(parents=True, exist_ok=True)
+            (work / out).mkdir() if job["rule"] in directories else (work / out).write_bytes(b"")
+    run("--touch", "--forceall")
+    assert nothing_to_do(run("-n"))
+    return dag
+
+
+def _counts(jobs: list[dict]) -> dict[str, int]:
+    return dict(collections.Counter(j["rule"] for j in jobs))
+
+
+@pytest.mark.slow
+def test_paper_config_one_more_seed_plans_one_job_per_dataset_and_method(paper_dag: PaperDag, tmp_path: Path):
+    jobs = paper_dag.dry_run(tmp_path, {"finetune": {"seeds": [0, 1, 2, 3, 4, 5]}})
+    assert _counts(jobs) == {"finetune": 48, "tables": 1}
+    finetune = [j for j in jobs if j["rule"] == "finetune"]
+    assert {j["wildcards"]["seed"] for j in finetune} == {"5"}
+    assert {(j["wildcards"]["dataset"], j["wildcards"]["method"]) for j in finetune} == {
+        (d, m) for d in paper_dag.downstream
+        for m in ("full", "probe", "scratch", "logreg", "ablation-random-mask", "ablation-flat-heads")}
+
+
+@pytest.mark.slow
+def test_paper_config_one_more_ablation_plans_its_pretraining_and_its_fine_tuning(paper_dag: PaperDag, tmp_path: Path):
+    methods = ["full", "probe", "scratch", "logreg", "ablation:random-mask", "ablation:flat-heads", "ablation:no-sym"]
+    jobs = paper_dag.dry_run(tmp_path, {"pretrain": {"ablations": {"no-sym": {"model": {"symmetric": False}}}},
+                                        "finetune": {"methods": methods}})
+    assert _counts(jobs) == {"pretrain": 1, "finetune": 8 * 5, "tables": 1}  # not the 100k-step main run
+    assert {j["wildcards"].get("run") for j in jobs if j["rule"] == "pretrain"} == {"no-sym"}
+    assert {j["wildcards"]["method"] for j in jobs if j["rule"] == "finetune"} == {"ablation-no-sym"}
+    # a probe's learning rate reruns the probes only; renaming nothing reruns nothing
+    probe = paper_dag.dry_run(tmp_path, {"finetune": {"probe_lr": 0.01}})
+    assert _counts(probe) == {"finetune": 8 * 5, "tables": 1}
+    assert {j["wildcards"]["method"] for j in probe if j["rule"] == "finetune"} == {"probe"}
+    assert paper_dag.dry_run(tmp_path, {"finetune": {"seeds": [4, 3, 2, 1, 0]}, "tokenizer": {"pretrained": None}}) == []

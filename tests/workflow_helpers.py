@@ -1,8 +1,9 @@
 """Driving the real Snakemake workflow from tests: runs, dry runs, their job lists and summaries, tiny configs.
 
-Workdirs built with `tiny_config` keep every path of their own relative (results, raw EEG), so a finished
-workdir copied with `copy_workdir` (results, raw data and `.snakemake` metadata, mtimes preserved) is a
-second, equally finished checkout: Snakemake sees nothing to do there either.
+The tiny DAG's config is a file, .test/config.yaml, with every path relative (results, the demo cache): a workdir
+made by `make_workdir` (the cache linked in) and finished once per session (`finish_workdir`, the `finished`
+fixture of conftest.py) and copied with `copy_workdir` (results, raw data and `.snakemake` metadata, mtimes
+preserved) is a second, equally finished checkout: Snakemake sees nothing to do there either.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,13 +25,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def snakemake_cmd(workdir: Path, config: Path, *args: str, cores: int = 2) -> list[str]:
-    # --configfile takes several values: it goes last so that targets are not read as config files.
+def snakemake_cmd(workdir: Path, config: Path | tuple[Path, ...], *args: str, cores: int = 2) -> list[str]:
+    # --configfile takes several values (later files update earlier ones): it goes last so that targets are not
+    # read as config files.
+    configs = config if isinstance(config, tuple) else (config,)
     return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-            "--cores", str(cores), *args, "--configfile", str(config)]
+            "--cores", str(cores), *args, "--configfile", *map(str, configs)]
 
 
-def snakemake(workdir: Path, config: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, config: Path | tuple[Path, ...], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(snakemake_cmd(workdir, config, *args), capture_output=True, text=True, cwd=ROOT,
                           timeout=timeout)
 
@@ -103,23 +107,23 @@ def summary(workdir: Path, config: Path, *targets: str) -> dict[str, dict[str, s
 # configs and workdirs
 
 
-def tiny_config(repo: Path = ROOT) -> dict[str, Any]:
-    """config/demo.yaml cut down to a few minutes on 2 cores. Relative paths (results, raw/…) resolve in the
-    workdir; the demo cache stays the repository's (fetched once, shared)."""
-    cfg = yaml.safe_load((repo / "config" / "demo.yaml").read_text())
-    cfg["results"] = "results"
-    cfg["cache"] = str(repo / cfg["cache"])
-    for ds in cfg["datasets"].values():
-        ds["path"] = str(repo / ds["path"])
-    cfg["patch"]["window_s"] = 10
-    cfg["dask"]["n_workers"] = 1
-    cfg["tokenizer"]["train"].update(max_steps=4, eval_every=2, checkpoint_every=2, log_every=1)
-    cfg["tokenizer"]["eval_windows"] = 8
-    cfg["pretrain"]["model"] = {"backbone": {"embed_dim": 32, "depth": 1, "heads": 4}}
-    cfg["pretrain"]["train"].update(max_steps=4, checkpoint_every=2, eval_every=2, log_every=1)
-    cfg["pretrain"]["eval_windows"] = 8
-    cfg["finetune"].update(methods=["full", "logreg"], seeds=[0, 1], epochs=1, batch_size=32)
-    return cfg
+TEST_CONFIG = ROOT / ".test" / "config.yaml"  # the tiny DAG, as CI runs it and a person can (`make test-dag`)
+TEST_RESULTS = "results/test"  # its `results:`, relative to the workdir
+
+
+def tiny_config() -> dict[str, Any]:
+    """.test/config.yaml as a mapping (for variants: `changed`)."""
+    return yaml.safe_load(TEST_CONFIG.read_text())
+
+
+def make_workdir(path: Path) -> Path:
+    """A working directory for .test/config.yaml: its relative paths resolve here, the demo cache through a link to
+    the repository's (fetched once, shared)."""
+    (path / "resources").mkdir(parents=True, exist_ok=True)
+    link = path / "resources" / "cache"
+    if not link.exists():
+        link.symlink_to((ROOT / "resources" / "cache").resolve(), target_is_directory=True)
+    return path
 
 
 def changed(cfg: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -144,6 +148,32 @@ def copy_workdir(src: Path, dst: Path) -> Path:
     """A second checkout of a finished workdir: results, raw data and Snakemake's metadata, mtimes kept."""
     shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns("locks", "shadow", "log"))
     return dst
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A workdir where `snakemake all` completed on `cfg` (written at `config`). Shared by every test of a session:
+    tests dry-run it, or change copies of it (`copy`)."""
+
+    workdir: Path
+    config: Path
+    cfg: dict[str, Any]
+    base: Path  # room for copies and other configs
+
+    def config_with(self, name: str, changes: dict[str, Any]) -> Path:
+        return write_config(self.base / "configs" / f"{name}.yaml", changed(self.cfg, changes))
+
+    def copy(self, name: str) -> Path:
+        return copy_workdir(self.workdir, self.base / name)
+
+
+def finish_workdir(base: Path) -> Finished:
+    """Run the tiny DAG (.test/config.yaml) to the end in <base>/main."""
+    work = make_workdir(base / "main")
+    proc = snakemake(work, TEST_CONFIG, "all", timeout=1800)
+    assert proc.returncode == 0, tail(proc)
+    assert nothing_to_do(snakemake(work, TEST_CONFIG, "all", "-n"))
+    return Finished(work, TEST_CONFIG, tiny_config(), base)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def read_into(row: dict, src: SourceFile, cfg: IngestConfig) -> list[dict]:
     if unknown_bad:
         notes.append(f"channels.tsv marks unknown channels bad: {unknown_bad}")
     row["reason"] = "; ".join(notes)
-    if info.duration_s < cfg.min_duration_s:
+    if cfg.min_duration_s is not None and info.duration_s < cfg.min_duration_s:
         raise RecordingError(
             f"{src.path}: recording is {info.duration_s:.1f} s, shorter than one window ({cfg.min_duration_s:g} s)"
         )

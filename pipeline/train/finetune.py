@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from pipeline.config import FinetuneSection, LabelConfig, TrainConfig, to_dict
+from pipeline.config import FinetuneSection, LabelConfig, TrainConfig, finetune_job_settings, to_dict
 from pipeline.data.windows import WindowBatches, WindowIndex, epoch_batches, recording_hashes
 from pipeline.eval.metrics import task_metrics
 from pipeline.models.backbone import Backbone
@@ -206,7 +206,8 @@ def finetune(samples: str | Path, out: str | Path, section: FinetuneSection, lab
     fit(model, out, tc, accelerator, optimizer=adamw(model, tc, param_groups=groups), make_data=make_data,
         train_step=train_step, evaluate=evaluate,
         # the architecture too: `scratch` has no pretrained fingerprint, yet a changed backbone must retrain it
-        state_extra={"method": method, "seed": seed, "section": to_dict(section), "labels": to_dict(labels),
+        state_extra={"method": method, "seed": seed, "section": finetune_job_settings(section, method, labels),
+                     "labels": to_dict(labels),
                      "pretrained_fingerprint": base.get("pretrained_fingerprint"),
                      "backbone": to_dict(model_pt.config.backbone)})
     if not accelerator.is_main_process:

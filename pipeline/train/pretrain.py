@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
-from pipeline.config import MaskConfig, PretrainSection, to_dict
+from pipeline.config import MaskConfig, PretrainSection, pretrain_job_settings
 from pipeline.data.windows import WindowBatches, WindowIndex, epoch_batches, recording_hashes
 from pipeline.eval import plots
 from pipeline.models.backbone import BackboneConfig
@@ -197,7 +197,8 @@ def pretrain(shard_dirs: Sequence[str | Path], codes_dirs: Sequence[str | Path],
     model = PretrainModel(config)
     # The recordings trained on, by content hash: fine-tuning's leakage guard checks test splits against them.
     corpus = [{"content_sha256": h, "recording": r} for h, r in recording_hashes(train_index).items()]
-    state_extra = {"config": config.to_dict(), "section": to_dict(section), "tokenizer_fingerprint": codes.fingerprint,
+    state_extra = {"config": config.to_dict(), "section": pretrain_job_settings(section),
+                   "tokenizer_fingerprint": codes.fingerprint,
                    "shards": [str(d) for d in shard_dirs], "codes": [str(d) for d in codes_dirs], "corpus": corpus}
     log.info("pretraining %s: %.1fM parameters, %d training windows, %d process(es) on %s",
              section.name, sum(p.numel() for p in model.parameters()) / 1e6, len(train_index),

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from pipeline.config import TokenizerSection, to_dict
+from pipeline.config import TokenizerSection, tokenizer_job_settings
 from pipeline.data.windows import WindowBatches, WindowIndex, epoch_batches
 from pipeline.eval import plots
 from pipeline.eval.reconstruction import merge, reconstruction_metrics
@@ -81,7 +81,8 @@ def train_tokenizer(shard_dirs: Sequence[str | Path], out: str | Path, section: 
     n_patches = open_shard(train_index.table["shard_path"][0]).x.shape[2]
     config = model_config(section, n_patches)
     model = build_tokenizer(config)
-    state_extra = {"config": config.to_dict(), "section": to_dict(section), "shards": [str(d) for d in shard_dirs]}
+    state_extra = {"config": config.to_dict(), "section": tokenizer_job_settings(section),
+                   "shards": [str(d) for d in shard_dirs]}
     samples: dict = {}
 
     def make_data(epoch: int, first_step: int) -> WindowBatches:

@@ -1,12 +1,11 @@
-# Shared by every rule file: the typed config, paths, per-stage settings, resources.
+# Shared by every rule file: paths, per-job settings (pipeline.config.job_settings), resources.
 import json
 import re
 import sys
 
-from pipeline.config import parse_config, stage_settings_json, to_dict
-from pipeline.stages.fetch_demo import settings_json as demo_settings_json
+from pipeline.config import job_settings_json, stage_settings_json
 
-CFG = parse_config(config)
+# CFG: the typed config, parsed and checked by the Snakefile
 RESULTS = CFG.results
 CACHE = CFG.cache
 PY = sys.executable  # the interpreter running snakemake: the project's venv, on every node
@@ -30,9 +29,15 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-def settings(stage):
-    """params entry: the stage's resolved section for this dataset as JSON (a rerun trigger)."""
-    return lambda wc: stage_settings_json(CFG.datasets[wc.dataset], stage)
+def settings(rule):
+    """params entry: what this rule's job reads (pipeline.config.job_settings) as JSON — the rerun trigger and the
+    stage's --settings. Wildcards pick the job: dataset, pretraining run, fine-tuning method."""
+    def of_job(wc):
+        picked = {k: getattr(wc, k) for k in ("dataset", "run") if hasattr(wc, k)}
+        if hasattr(wc, "method"):
+            picked["method"] = METHODS[wc.method]
+        return job_settings_json(CFG, rule, **picked)
+    return of_job
 
 
 def res(rule_name, key, default):
@@ -94,10 +99,6 @@ def accelerate_launch(rule_name, mixed):
     runs `accelerate launch` with one process per granted GPU (one CPU process without), one launcher per node."""
     gpus, nodes = launch_shape(rule_name)
     return f"{PY} -m pipeline.launch --rule {rule_name} --gpus {gpus} --nodes {nodes} --mixed-precision {mixed} --"
-
-
-def pretrain_section(run):
-    return PRETRAIN if run == PRETRAIN.name else PRETRAIN.ablation(run)
 
 
 def pretrained_run(method):

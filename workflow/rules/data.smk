@@ -5,7 +5,7 @@ rule fetch_demo_corpus:
     output:
         DEMO_STAMP,
     params:
-        settings=demo_settings_json(CFG.demo_corpus),
+        settings=settings("fetch_demo_corpus"),
     log:
         f"{RESULTS}/logs/fetch_demo_corpus.log",
     shell:
@@ -47,7 +47,7 @@ rule standardize:
     output:
         f"{RESULTS}/{{dataset}}/montage.parquet",
     params:
-        settings=settings("montage"),
+        settings=settings("standardize"),
     log:
         f"{RESULTS}/logs/{{dataset}}/standardize.log",
     resources:

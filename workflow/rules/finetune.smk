@@ -35,8 +35,8 @@ rule finetune:
     output:
         metrics=f"{RESULTS}/finetune/{{dataset}}/{{method}}/seed-{{seed}}/metrics.json",
     params:
-        settings=json.dumps(to_dict(FINETUNE), sort_keys=True),
-        labels=lambda wc: json.dumps(to_dict(CFG.datasets[wc.dataset].labels), sort_keys=True),
+        settings=settings("finetune"),  # this method's keys only: another method's lr or a new seed reruns nothing
+        labels=lambda wc: stage_settings_json(CFG.datasets[wc.dataset], "labels"),
         method=lambda wc: METHODS[wc.method],
         pretrained=lambda wc: f"--pretrained {pretrained_run(wc.method)}" if pretrained_run(wc.method) else "",
         out=lambda wc: f"{RESULTS}/finetune/{wc.dataset}/{wc.method}/seed-{wc.seed}",

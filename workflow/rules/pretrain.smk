@@ -13,8 +13,8 @@ rule pretrain:
         plots=report(multiext(f"{RESULTS}/pretrain/{{run}}/", "loss.png", "accuracy.png"), category="2. pretraining",
                      subcategory="{run}"),
     params:
-        # the run's own section (ablations: the main section with their overrides): a rerun trigger
-        settings=lambda wc: json.dumps(to_dict(pretrain_section(wc.run)), sort_keys=True),
+        # the run's own section (ablations: the main section with their overrides), not the other runs: a rerun trigger
+        settings=settings("pretrain"),
         out=lambda wc: f"{RESULTS}/pretrain/{wc.run}",
         tokenizer=TOKENIZER_DIR,
         launch=accelerate_launch("pretrain", PRETRAIN.train.mixed_precision),

@@ -10,7 +10,7 @@ rule train_tokenizer:
         plots=report(multiext(f"{RESULTS}/tokenizer/{TOKENIZER.name}/", "loss.png", "codebook_usage.png",
                               "reconstructions.png"), category="1. tokenizer"),
     params:
-        settings=json.dumps(to_dict(TOKENIZER), sort_keys=True),
+        settings=settings("train_tokenizer"),
         out=f"{RESULTS}/tokenizer/{TOKENIZER.name}",
         launch=accelerate_launch("train_tokenizer", TOKENIZER.train.mixed_precision),
     # Checkpoints live beside the outputs and survive a failed or killed job: a rerun resumes.
