@@ -189,9 +189,10 @@ def test_torch_rules_become_the_right_sbatch_flags(repo_root, demo_corpus, tmp_p
     --ntasks-per-gpu, the rule's partition; logreg fine-tuning without GPUs."""
     from snakemake_executor_plugin_slurm.submit_string import get_submit_command
     from snakemake_executor_plugin_slurm.utils import set_gres_string
-    from workflow_helpers import snakemake, tiny_config
+    from workflow_helpers import make_workdir, snakemake, tiny_config
 
-    cfg = tiny_config(repo_root)
+    make_workdir(tmp_path)  # .test/config.yaml's relative paths resolve in the workdir
+    cfg = tiny_config()
     cfg["resources"] = {"train_tokenizer": {"gpu": 2, "threads": 4, "slurm_partition": "gpu"},
                         "pretrain": {"gpu": 8, "nodes": 2, "threads": 16, "cpus_per_gpu": 4},
                         "finetune": {"gpu": 1, "threads": 2}}
