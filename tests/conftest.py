@@ -50,6 +50,19 @@ def bids_root(demo_corpus: Path) -> Path:
     return demo_corpus / "pylossless"
 
 
+# Longest first (measured on 2 cores): with two pytest workers (make test) the long poles start at once and the
+# short tests fill in around them, instead of a 10-minute test starting last.
+LONGEST_FIRST = ("test_pretrain.py::test_demo_pretraining", "test_operations.py", "test_workflow.py::test_dag_runs",
+                 "test_slurm.py", "test_workflow.py::test_paper_config")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        return next((i for i, key in enumerate(LONGEST_FIRST) if key in item.nodeid), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: the collection order within each rank
+
+
 @pytest.fixture(autouse=True)
 def _quiet_threads(monkeypatch):
     # Tests run on 2 cores; keep BLAS/FFT from oversubscribing when dask workers run in parallel.

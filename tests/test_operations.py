@@ -28,7 +28,8 @@ from safetensors.torch import load_file, save_file
 from workflow_helpers import (TEST_RESULTS, Finished, group_processes, kill_group, nothing_to_do, output,
                               planned_jobs, snakemake, snakemake_popen, summary, tail, wait_for)
 
-pytestmark = pytest.mark.slow
+# one pytest-xdist worker holds the session's finished tiny DAG (conftest `finished`) for every test that uses it
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_dag")]
 
 DS = "demo_bids"  # the labelled dataset (role both); demo_physionet is pretraining only
 TOKENIZER = f"{TEST_RESULTS}/tokenizer/ddrvq-demo"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from workflow_helpers import (TEST_CONFIG, TEST_RESULTS, Finished, changed, make
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("tiny_dag")  # the worker that holds the finished DAG (test_operations.py)
 def test_dag_runs_end_to_end(finished: Finished, tmp_path: Path):
     work = finished.workdir
     results = work / TEST_RESULTS
@@ -51,6 +53,15 @@ def test_dag_runs_end_to_end(finished: Finished, tmp_path: Path):
             assert metrics["test"]["balanced_accuracy"] > 0 and metrics["n_test"] == int((samples["split"] == "test").sum())
     table = (results / "tables" / "table.md").read_text()
     assert "demo_bids" in table and "±" in table and "scratch" in table
+    # Every torch stage ran under the device check (no host/device mismatch, or it would have failed) and really
+    # worked on the device: a stage that never placed its model would report 0 device ops.
+    logs = results / "logs"
+    torch_logs = [logs / "train_tokenizer.log", logs / "pretrain" / "brainrvq-demo.log",
+                  *(logs / ds / "extract_codes.log" for ds in ("demo_bids", "demo_physionet")),
+                  *(logs / "demo_bids" / "finetune" / f"{m}-seed-{s}.log" for m in ("full", "scratch") for s in (0, 1))]
+    for log in torch_logs:
+        ops = re.findall(r"device check: (\d+) device ops", log.read_text())
+        assert ops and all(int(n) > 0 for n in ops), (log, log.read_text()[-2000:])
     bids = pl.read_parquet(results / "demo_bids" / "shards" / "index.parquet")
     # s02 is the test subject; s01 trains, its last 20 % of windows (by time) validate
     assert set(bids.select("subject", "split").unique().iter_rows()) == {("s01", "train"), ("s01", "val"),
@@ -198,6 +209,7 @@ def _counts(jobs: list[dict]) -> dict[str, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("paper_dag")  # one worker builds the module's paper DAG
 def test_paper_config_one_more_seed_plans_one_job_per_dataset_and_method(paper_dag: PaperDag, tmp_path: Path):
     jobs = paper_dag.dry_run(tmp_path, {"finetune": {"seeds": [0, 1, 2, 3, 4, 5]}})
     assert _counts(jobs) == {"finetune": 48, "tables": 1}
@@ -209,6 +221,7 @@ def test_paper_config_one_more_seed_plans_one_job_per_dataset_and_method(paper_d
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("paper_dag")
 def test_paper_config_one_more_ablation_plans_its_pretraining_and_its_fine_tuning(paper_dag: PaperDag, tmp_path: Path):
     methods = ["full", "probe", "scratch", "logreg", "ablation:random-mask", "ablation:flat-heads", "ablation:no-sym"]
     jobs = paper_dag.dry_run(tmp_path, {"pretrain": {"ablations": {"no-sym": {"model": {"symmetric": False}}}},

@@ -33,9 +33,10 @@ def snakemake_cmd(workdir: Path, config: Path | tuple[Path, ...], *args: str, co
             "--cores", str(cores), *args, "--configfile", *map(str, configs)]
 
 
-def snakemake(workdir: Path, config: Path | tuple[Path, ...], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, config: Path | tuple[Path, ...], *args: str, timeout: float = 600,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(snakemake_cmd(workdir, config, *args), capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout)
+                          timeout=timeout, env=None if env is None else {**os.environ, **env})
 
 
 def snakemake_popen(workdir: Path, config: Path, *args: str, log: Path) -> subprocess.Popen:
@@ -168,9 +169,10 @@ class Finished:
 
 
 def finish_workdir(base: Path) -> Finished:
-    """Run the tiny DAG (.test/config.yaml) to the end in <base>/main."""
+    """Run the tiny DAG (.test/config.yaml) to the end in <base>/main, every torch stage under the device check
+    (pipeline.train.device: a separate device played on the CPU, so a forgotten move fails here as on a GPU)."""
     work = make_workdir(base / "main")
-    proc = snakemake(work, TEST_CONFIG, "all", timeout=1800)
+    proc = snakemake(work, TEST_CONFIG, "all", timeout=1800, env={"PIPELINE_DEVICE_CHECK": "1"})
     assert proc.returncode == 0, tail(proc)
     assert nothing_to_do(snakemake(work, TEST_CONFIG, "all", "-n"))
     return Finished(work, TEST_CONFIG, tiny_config(), base)
