@@ -183,6 +183,12 @@ def fit(model: torch.nn.Module, out: Path, tc: TrainConfig, accelerator: Acceler
 
     t_last, patches_since = time.perf_counter(), 0
     evaluated: tuple[int, dict] = (-1, {})
+    if (resume is not None and evaluate is not None and accelerator.is_main_process and step < end
+            and step % tc.eval_every == 0
+            and not any(r.get("kind") == "heldout" and r.get("step") == step for r in metrics.read())):
+        # killed between this step's checkpoint and its evaluation: evaluate before training on
+        evaluated = (step, held_out())
+        metrics.write({"kind": "heldout", "step": step, **evaluated[1]})
     while step < end:
         data = make_data(epoch, step - batch_in_epoch)
         if len(data) == 0:
