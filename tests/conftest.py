@@ -3,6 +3,7 @@ it is fetched once into the git-ignored cache and reused by every test session."
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -26,8 +27,12 @@ def demo_corpus() -> Path:
     cfg = load_config(ROOT / "config" / "demo.yaml")
     cache = ROOT / cfg.cache
     stamp = cache / "demo" / "fetched.json"
-    if not stamp.is_file():
-        fetch_demo(cfg.demo_corpus, cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    # pytest-xdist workers each open this fixture: one fetches, the others wait for it and reuse its files
+    with (cache / ".demo-fetch.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stamp.is_file():
+            fetch_demo(cfg.demo_corpus, cache)
     return stamp.parent
 
 
