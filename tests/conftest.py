@@ -61,6 +61,14 @@ LONGEST_FIRST = ("test_pretrain.py::test_demo_pretraining", "test_operations.py"
                  "test_slurm.py", "test_workflow.py::test_paper_config")
 
 
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # two workers on two cores: one torch thread each (two each oversubscribe the cores and spin)
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items):
     def rank(item) -> int:
         return next((i for i, key in enumerate(LONGEST_FIRST) if key in item.nodeid), len(LONGEST_FIRST))

@@ -30,7 +30,8 @@ from pipeline.launch import FAKE_GPUS_ENV
 from slurm_cluster import SlurmUnavailable, start_cluster
 
 # timeout: overrides a suite-wide --timeout; apt and snakemake have their own limits inside
-pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(900)]
+# one pytest-xdist worker owns the cluster (one slurm.conf, one slurmctld on this machine)
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.xdist_group("slurm")]
 
 SNAKEMAKE_TIMEOUT_S = 480
 
