@@ -33,10 +33,9 @@ torch.bfloat16), which is what Accelerate's mixed_precision "bf16" enters. Timin
 before and after each timed call, time.perf_counter() between.
 
 This script must not import zarr, polars or mne, even indirectly (the device machine has only torch,
-accelerate, einops, safetensors, numpy and pyyaml): it uses pipeline.models, pipeline.train.loop /
-masking / checkpoint / schedule, pipeline.config and pipeline.montage only. pipeline.train.pretrain and
-pipeline.train.tokenizer import the zarr store at import time, so their three-line `_step` functions are
-mirrored here (tokenizer_step / pretrain_step) — keep them in step.
+accelerate, einops, safetensors, numpy and pyyaml): it uses pipeline.models, pipeline.train.loop / steps /
+masking / checkpoint / schedule, pipeline.config and pipeline.montage only — the stages' own train steps
+(pipeline.train.steps), not their shard-reading modules.
 """
 
 from __future__ import annotations
@@ -81,6 +80,7 @@ from pipeline.models.tokenizer import build_tokenizer  # noqa: E402
 from pipeline.train.loop import adamw  # noqa: E402
 from pipeline.train.masking import sample_mask  # noqa: E402
 from pipeline.train.schedule import warmup_cosine  # noqa: E402
+from pipeline.train.steps import pretrain_step, tokenizer_step  # noqa: E402
 
 log = logging.getLogger("gpu_check")
 
@@ -255,22 +255,7 @@ def build(kind: str, opts: Options) -> torch.nn.Module:
     return build_tokenizer(tokenizer_config(opts)) if kind == "tokenizer" else PretrainModel(pretrain_config(opts))
 
 
-# --------------------------------------------------------------------------- the stages' train steps
-
-
-def tokenizer_step(model, batch: dict):
-    """pipeline.train.tokenizer._step: (loss, record)."""
-    out = model(batch["x"], batch["ch"])
-    return out.loss, {"losses": {k: float(v) for k, v in out.losses.items()}, "usage": out.usage,
-                      "perplexity": out.perplexity}
-
-
-def pretrain_step(model, batch: dict):
-    """pipeline.train.pretrain._step: (loss SUM over the scored tokens, record)."""
-    out = model(batch["x"], batch["ch"], batch["codes"], batch["mask"])
-    valid = (batch["ch"] >= 0).sum() * batch["x"].shape[2]
-    return out.loss_sum, {"losses": out.losses, "accuracy": out.accuracy,
-                          "mask_ratio": float(batch["mask"].sum() / valid.clamp_min(1))}
+# --------------------------------------------------------------------------- one optimizer step
 
 
 def count_targets(model, batch: dict) -> torch.Tensor:
@@ -294,11 +279,10 @@ class Trainer:
         if self.kind == "pretrain":
             total = float(count_targets(self.model, batch))  # fit(): count(mb), reduced over processes
             with autocast(self.device, self.bf16):
-                loss, _ = pretrain_step(self.model, batch)
+                loss = pretrain_step(self.model, batch).loss
             return loss * (1.0 / max(total, 1.0))
         with autocast(self.device, self.bf16):
-            loss, _ = tokenizer_step(self.model, batch)
-        return loss
+            return tokenizer_step(self.model, batch).loss
 
     def step(self, batch: dict) -> None:
         batch = {k: v.to(self.device) for k, v in batch.items()}
@@ -783,8 +767,7 @@ def _fit_once(kind: str, opts: Options, out: Path, tc: TrainConfig, *, stop_afte
 
     def train_step(m, batch):
         calls["n"] += 1
-        loss, record = step_fn(m, batch)
-        return _StepResult(loss, record)
+        return step_fn(m, batch)
 
     count = (lambda b: model.count_targets(b["ch"], b["mask"])) if kind == "pretrain" else None
     result = fit(model, out, tc, accelerator, make_data=lambda epoch, first: SyntheticEpoch(opts, epoch),
@@ -797,12 +780,6 @@ def _fit_once(kind: str, opts: Options, out: Path, tc: TrainConfig, *, stop_afte
                     "process_group": dist.get_backend() if dist.is_initialized() else None,
                     "world_size": dist.get_world_size() if dist.is_initialized() else None},
             "device": str(accelerator.device)}
-
-
-def _StepResult(loss, record):
-    from pipeline.train.loop import StepResult
-
-    return StepResult(loss, record)
 
 
 def _final_weights(out: Path) -> dict[str, torch.Tensor]:

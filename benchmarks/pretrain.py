@@ -7,7 +7,7 @@
 
 1. Training step, per (size, precision), each in a fresh subprocess (so peak RSS is per configuration):
    exactly the body of pipeline.train.loop.fit for one optimizer step — count the targets, autocast
-   forward (pipeline.train.pretrain._step: both masked passes, symmetric is on by default), backward,
+   forward (pipeline.train.steps.pretrain_step: both masked passes, symmetric is on by default), backward,
    gradient clipping, AdamW + schedule step, zero_grad — through the same Accelerator
    (make_accelerator; precision bf16 = TrainConfig.mixed_precision "bf16", i.e.
    torch.autocast("cpu", torch.bfloat16)). Batches: 8 windows × 19 channels × 30 patches of 200
@@ -104,7 +104,7 @@ def _train_step(model, optimizer, scheduler, accelerator, tc, batch: dict, phase
     import torch
 
     from pipeline.train.loop import _merge_records, _micro_batches
-    from pipeline.train.pretrain import _step
+    from pipeline.train.steps import pretrain_step
 
     raw = accelerator.unwrap_model(model)
     t0 = time.perf_counter()
@@ -118,7 +118,7 @@ def _train_step(model, optimizer, scheduler, accelerator, tc, batch: dict, phase
     for mb in micro:
         t1 = time.perf_counter()
         with accelerator.autocast():
-            result = _step(model, mb)
+            result = pretrain_step(model, mb)
         t2 = time.perf_counter()
         accelerator.backward(result.loss * scale)
         t_fwd, t_bwd = t_fwd + t2 - t1, t_bwd + time.perf_counter() - t2

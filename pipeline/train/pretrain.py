@@ -30,7 +30,8 @@ from pipeline.store.fingerprint import weights_fingerprint
 from pipeline.store.zarr_store import open_shard
 from pipeline.train.checkpoint import state_tensors
 from pipeline.train.device import device_of, to_device, to_host
-from pipeline.train.loop import StepResult, fit, make_accelerator
+from pipeline.train.loop import fit, make_accelerator
+from pipeline.train.steps import pretrain_step
 from pipeline.train.masking import sample_mask
 
 log = logging.getLogger(__name__)
@@ -128,13 +129,6 @@ def draw_masks(batch: dict, cfg: MaskConfig, progress: float, generator_of) -> t
     ])
 
 
-def _step(model, batch: dict) -> StepResult:
-    out = model(batch["x"], batch["ch"], batch["codes"], batch["mask"])
-    valid = (batch["ch"] >= 0).sum() * batch["x"].shape[2]
-    return StepResult(out.loss_sum, {"losses": out.losses, "accuracy": out.accuracy,
-                                     "mask_ratio": float(batch["mask"].sum() / valid.clamp_min(1))})
-
-
 @torch.no_grad()
 def evaluate(model: PretrainModel, index: WindowIndex, cfg: MaskConfig, *, n_windows: int, batch_size: int,
              seed: int) -> dict:
@@ -216,7 +210,7 @@ def pretrain(shard_dirs: Sequence[str | Path], codes_dirs: Sequence[str | Path],
         return evaluate(raw_model, heldout_index, section.mask, n_windows=section.eval_windows,
                         batch_size=tc.batch_size, seed=tc.seed)
 
-    result = fit(model, out, tc, accelerator, make_data=make_data, train_step=_step, evaluate=run_eval,
+    result = fit(model, out, tc, accelerator, make_data=make_data, train_step=pretrain_step, evaluate=run_eval,
                  count=lambda b: model.count_targets(b["ch"], b["mask"]), state_extra=state_extra,
                  stop_after=stop_after)
     if accelerator.is_main_process and result.step >= tc.max_steps:

@@ -29,7 +29,8 @@ from pipeline.store.fingerprint import weights_fingerprint
 from pipeline.store.zarr_store import open_shard
 from pipeline.train.checkpoint import state_tensors
 from pipeline.train.device import device_of, to_device, to_host
-from pipeline.train.loop import StepResult, fit, make_accelerator
+from pipeline.train.loop import fit, make_accelerator
+from pipeline.train.steps import tokenizer_step
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,6 @@ def evaluate(model, index: WindowIndex, *, n_windows: int, batch_size: int) -> t
     return merge(parts), sample
 
 
-def _step(model, batch: dict) -> StepResult:
-    result = model(batch["x"], batch["ch"])
-    return StepResult(result.loss, {"losses": {k: float(v) for k, v in result.losses.items()},
-                                    "usage": result.usage, "perplexity": result.perplexity})
-
-
 def train_tokenizer(shard_dirs: Sequence[str | Path], out: str | Path, section: TokenizerSection,
                     *, stop_after: int | None = None) -> TrainResult:
     """Train (or resume) a tokenizer into `out`; `stop_after` ends early (tests of resumption)."""
@@ -96,7 +91,7 @@ def train_tokenizer(shard_dirs: Sequence[str | Path], out: str | Path, section: 
                                             batch_size=tc.batch_size)
         return heldout
 
-    result = fit(model, out, tc, accelerator, make_data=make_data, train_step=_step, evaluate=run_eval,
+    result = fit(model, out, tc, accelerator, make_data=make_data, train_step=tokenizer_step, evaluate=run_eval,
                  state_extra=state_extra, stop_after=stop_after)
     if accelerator.is_main_process and result.step >= tc.max_steps:
         publish(accelerator.unwrap_model(model), out, result.records, result.evaluation, samples["last"],
