@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 from typing import Mapping
 
-from pipeline.config import WheelSource, from_mapping, load_config, to_dict
+from pipeline.config import WheelSource, from_mapping, load_config
 from pipeline.stages.common import StageFailed
 from pipeline.store.atomic import atomic_path, write_text_atomic
 from pipeline.store.fingerprint import sha256_file as _sha256
@@ -100,8 +100,3 @@ def main(args: argparse.Namespace) -> None:
         raise StageFailed("no demo_corpus wheels configured")
     stamp = fetch_demo(sources, cache)
     print(stamp)
-
-
-def settings_json(sources: Mapping[str, WheelSource]) -> str:
-    """The --settings text for these sources (what the Snakemake rule passes)."""
-    return json.dumps({k: to_dict(v) for k, v in sources.items()}, sort_keys=True)
