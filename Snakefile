@@ -42,3 +42,10 @@ include: "workflow/rules/finetune.smk"
 rule all:
     input:
         all_outputs(),
+
+
+# A failed run ends with each failed job's own error lines on the console, not only Snakemake's pointer to its log.
+onerror:
+    from pipeline.failures import explain
+
+    print(explain(log), file=sys.stderr)

@@ -62,6 +62,8 @@ LONGEST_FIRST = ("test_pretrain.py::test_demo_pretraining", "test_operations.py"
 
 
 def pytest_configure(config):
+    # SLURM tests pass their cluster's SLURM_CONF explicitly; everything else gets one that fails fast
+    os.environ.setdefault("SLURM_CONF", str(ROOT / "tests" / "no-controller.slurm.conf"))
     if os.environ.get("PYTEST_XDIST_WORKER"):
         # two workers on two cores: one torch thread each (two each oversubscribe the cores and spin)
         import torch

@@ -126,6 +126,23 @@ def test_values_the_code_cannot_honour_are_refused_before_any_work(tmp_path: Pat
     assert _first_line(proc) == "config error: tokenizer.model: 'patch_size' is not a setting — it comes from patch.patch_len"
 
 
+def test_a_failed_job_shows_its_own_error_on_the_console(tmp_path: Path, physionet_edf: Path):
+    """A job that fails prints its stage's one-line error on the console (the Snakefile's onerror quotes the rule's
+    log), not only Snakemake's "check log file(s) for error details". Here: a dataset whose only EDF is truncated."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "cut.edf").write_bytes(physionet_edf.read_bytes()[:3000])
+    cfg = tiny_config()
+    cfg["datasets"] = {"broken": {"format": "edf", "path": str(raw), "mains": 50, "role": "pretrain"}}
+    config = write_config(tmp_path / "broken.yaml", cfg)
+    proc = snakemake(make_workdir(tmp_path / "work"), config, f"{TEST_RESULTS}/broken/manifest.parquet", timeout=120)
+    assert proc.returncode != 0
+    console = output(proc)
+    assert "failed: ingest (dataset=broken)" in console, console[-3000:]
+    assert re.search(r"^    error: ingest .*cut\.edf: corrupt header", console, re.M), console[-3000:]
+    assert f"(log: {TEST_RESULTS}/logs/broken/ingest.log)" in console
+
+
 # ---------------------------------------------------------------------------------------------
 # the SLURM profile
 
