@@ -22,6 +22,7 @@ from pipeline.montage import (
     resources_dir,
 )
 from pipeline.montage.positions import arc_distance_mm, ten_five_template
+from pipeline.montage.names import electrode_label
 from pipeline.montage.sites import CHBMIT_BIPOLAR, STANDARD_1020, TUH_DOUBLE_BANANA, bipolar_name
 
 LEFT = ("Fp1", "F7", "F3", "T7", "C3", "P7", "P3", "O1")
@@ -233,6 +234,18 @@ def test_plan_dict_round_trip(biosemi_plan: MontagePlan):
 
 
 # --- plans by position (BioSemi 128, real file) ------------------------------
+
+
+def test_prefixed_labels_find_their_layout_positions(biosemi_names: list[str], biosemi_plan: MontagePlan):
+    """Exporters write BioSemi labels as 'EEG A1' ('EEG ' prefix, sometimes a '-REF' suffix): the layout lookup
+    reads the electrode label, so the plan is the one of the bare labels (the demo's own BioSemi channel names)."""
+    for spelling in ("EEG {}", "EEG {}-REF", "EEG-{}"):
+        prefixed = [spelling.format(n) for n in biosemi_names]
+        plan = plan_montage(prefixed, targets="standard_1020", positions="biosemi128")
+        assert plan.method == biosemi_plan.method and plan.anode == biosemi_plan.anode, spelling
+        assert plan.missing == biosemi_plan.missing == ()
+    assert electrode_label("EEG A1") == "A1" and electrode_label("EEG C3-REF") == "C3"
+    assert electrode_label("Fc5.") == "Fc5" and electrode_label("T8-P8") == "T8-P8"
 
 
 def test_biosemi128_maps_standard_1020_by_position(biosemi_plan: MontagePlan, biosemi_names: list[str]):

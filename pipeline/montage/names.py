@@ -86,6 +86,19 @@ def resolve_name(raw: str, *, vocabulary: Vocabulary | None = None) -> ResolvedN
     return None
 
 
+def electrode_label(raw: str) -> str:
+    """A raw channel name as the electrode label a layout would list: exporters' 'EEG ' prefix and a reference
+    suffix dropped ('EEG A1' -> 'A1', 'EEG C3-REF' -> 'C3', 'Fc5.' -> 'Fc5'); anything else unchanged."""
+    text = re.sub(r"\s+", " ", raw).strip().rstrip(".").strip()
+    prefixed = _EEG_PREFIX.match(text)
+    if prefixed:
+        text = prefixed["rest"].strip()
+    head, sep, tail = text.rpartition("-")
+    if sep and head and tail.strip().upper() in REFERENCE_TOKENS:
+        text = head.strip()
+    return text
+
+
 def _site(token: str, vocab: Vocabulary) -> tuple[str, bool] | None:
     """(canonical referential site, via_alias) for one electrode token, or None."""
     upper = token.upper()

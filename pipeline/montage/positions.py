@@ -53,11 +53,17 @@ class ElectrodePositions:
     source: str             # montage name or file the positions came from
 
     def index_of(self, channel: str) -> int | None:
-        """Row of `channel` (exact name, else a unique case-insensitive match)."""
-        if channel in self.names:
-            return self.names.index(channel)
-        folded = [i for i, n in enumerate(self.names) if n.casefold() == channel.casefold()]
-        return folded[0] if len(folded) == 1 else None
+        """Row of `channel`: its exact name, else a unique case-insensitive match, else the same for its electrode
+        label (readers' 'EEG ' prefix and reference suffix dropped: 'EEG A1' finds BioSemi's A1)."""
+        from pipeline.montage.names import electrode_label
+
+        for name in dict.fromkeys((channel, electrode_label(channel))):
+            if name in self.names:
+                return self.names.index(name)
+            folded = [i for i, n in enumerate(self.names) if n.casefold() == name.casefold()]
+            if len(folded) == 1:
+                return folded[0]
+        return None
 
 
 def arc_distance_mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
