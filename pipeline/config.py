@@ -567,6 +567,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path | None = None) -> Pip
             entry["preprocess"]["mains"] = entry.pop("mains")
         ds = from_mapping(DatasetConfig, {"name": name, **entry}, f"datasets.{name}")
         _fixed_values({"preprocess": ds.preprocess, "patch": ds.patch}, f"datasets.{name}.")
+        _check_channels(ds.montage.channels, f"datasets.{name}.montage.channels")
         if ds.ingest.min_duration_s is None:  # null: a recording must hold at least one window
             ds = dataclasses.replace(ds, ingest=dataclasses.replace(ds.ingest, min_duration_s=ds.patch.window_s))
         datasets[name] = ds
@@ -598,6 +599,30 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path | None = None) -> Pip
             raise ConfigError(f"finetune.methods: {method!r} fine-tunes pretraining ablation {run!r}, which "
                               f"pretrain.ablations does not define (defined: {sorted(cfg.pretrain.ablations)})")
     return cfg
+
+
+def _check_channels(channels: str | tuple[str, ...] | None, where: str) -> None:
+    """montage.channels names a channel set or lists vocabulary channels: a typo fails at parse time (`snakemake -n`),
+    not as a traceback inside standardize."""
+    from pipeline.montage.channel_sets import channel_set_names
+    from pipeline.montage.names import normalize_name
+    from pipeline.montage.vocabulary import load_vocabulary
+
+    if channels is None or channels == "all":
+        return
+    if isinstance(channels, str):
+        if channels not in channel_set_names():
+            hint = nearest(channels, channel_set_names())
+            raise ConfigError(f"{where}: unknown channel set {channels!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+                              + f"; sets: {', '.join(channel_set_names())}, or a list of channel names")
+        return
+    vocab = load_vocabulary()
+    for entry in channels:
+        if normalize_name(str(entry), vocabulary=vocab) is None:
+            hint = nearest(str(entry), vocab.names)
+            raise ConfigError(f"{where}: {entry!r} is not a channel of the vocabulary"
+                              + (f" (did you mean {hint!r}?)" if hint else "")
+                              + "; names: resources/channel_vocabulary.tsv (bipolar as 'Anode-Cathode')")
 
 
 def check_schema(raw: Mapping[str, Any], schema_path: str | Path) -> None:

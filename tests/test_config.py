@@ -57,6 +57,21 @@ def test_unknown_keys_and_wrong_types_are_named():
         parse_config({**base, "finetun": {}})
 
 
+def test_unknown_montage_channels_are_named_at_parse_time():
+    """montage.channels is checked with the config (not a traceback inside standardize): a channel outside the
+    vocabulary, and a misspelt channel-set name, each in one line naming the key and the nearest valid name."""
+    def with_channels(channels):
+        return {"datasets": {"band": {"path": "/data", "montage": {"channels": channels}}}}
+
+    assert parse_config(with_channels(["AF7", "AF8", "FP1"])).datasets["band"].montage.channels == ("AF7", "AF8", "FP1")
+    with pytest.raises(ConfigError, match=r"^datasets.band.montage.channels: 'AF77' is not a channel of the "
+                                          r"vocabulary \(did you mean 'AF7'\?\)"):
+        parse_config(with_channels(["AF7", "AF8", "AF77"]))
+    with pytest.raises(ConfigError, match=r"^datasets.band.montage.channels: unknown channel set 'standard_1002' "
+                                          r"\(did you mean 'standard_1020'\?\)"):
+        parse_config(with_channels("standard_1002"))
+
+
 @pytest.mark.parametrize("section, typo, where, nearest", [
     ({"tokenizer": {"model": {"codebok_size": 64}}}, "codebok_size", "tokenizer.model", "codebook_size"),
     ({"pretrain": {"model": {"backbone": {"embed_dm": 32}}}}, "embed_dm", "pretrain.model.backbone", "embed_dim"),
