@@ -123,7 +123,7 @@ _done(t0, w0, steps_cpu_s=steps)
 """
 
 HASH_ONLY = _CHILD_HEAD + """
-from pipeline.io.edf import data_offset
+from pipeline.io.readers import data_offset
 from pipeline.store.fingerprint import file_hashes
 t0, w0 = time.process_time(), time.perf_counter()
 file_hashes(sys.argv[1], data_offset(sys.argv[1]))
@@ -254,7 +254,7 @@ def build_inputs() -> tuple[Path, Path, Path, dict]:
 def _records_edf(src: Path, dst: Path, n_records: int) -> None:
     """A plain EDF of `n_records` data records: `src`'s records repeated or cut, under its header with the
     'number of data records' field (bytes 236:244) rewritten; written record block by record block."""
-    from pipeline.io.edf import data_offset
+    from pipeline.io.readers import data_offset
 
     n_head = data_offset(src)
     with src.open("rb") as fh:
@@ -281,7 +281,7 @@ def _check_inputs(edf1: Path, edf24: Path) -> dict:
     """Both files open with this pipeline's reader and with mne, with the expected length and data."""
     import mne
 
-    from pipeline.io.edf import open_recording
+    from pipeline.io.readers import open_recording
 
     checks = {}
     for label, path, hours in (("1h", edf1, 1), ("24h", edf24, 24)):

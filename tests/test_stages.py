@@ -13,7 +13,7 @@ import zarr
 
 from edf_factory import write_edf
 from pipeline.config import IngestConfig, MontageConfig, PatchConfig, PatchSettings, PreprocessConfig, SplitConfig
-from pipeline.io.edf import open_recording
+from pipeline.io.readers import open_recording
 from pipeline.montage import load_vocabulary
 from pipeline.signal.importance import FEATURE_NAMES, patch_features
 from pipeline.stages import patch as patch_stage

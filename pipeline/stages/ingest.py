@@ -16,8 +16,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.config import IngestConfig, load_settings
-from pipeline.io.discover import SourceFile, discover
-from pipeline.io.edf import RecordingError, data_offset, open_recording
+from pipeline.io.discover import discover
+from pipeline.io.readers import data_offset, open_recording
+from pipeline.io.recording import RecordingError
+from pipeline.io.source import SourceFile
 from pipeline.stages.common import StageFailed, finish_stage
 from pipeline.store.fingerprint import file_hashes
 from pipeline.store.tables import EVENTS_SCHEMA, MANIFEST_SCHEMA, write_rows

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import PreprocessConfig, load_settings, to_dict
-from pipeline.io.edf import RecordingError, open_recording
+from pipeline.io.readers import open_recording
+from pipeline.io.recording import RecordingError
 from pipeline.montage.mapping import MontagePlan
 from pipeline.parallel import map_items
 from pipeline.signal.filters import notch_harmonics
