@@ -19,7 +19,7 @@ from pipeline.io.mne_reader import MneRecording
 from pipeline.io.readers import data_offset, open_recording
 from pipeline.io.recording import RecordingError
 from pipeline.io.trials import TrialsRecording
-from pipeline.stages.ingest import ingest
+from pipeline.prep.ingest import ingest
 
 SFREQ_2A = 250
 CODES = {"left": 769, "right": 770, "feet": 771, "tongue": 772}

@@ -18,11 +18,13 @@ import torch
 from safetensors.torch import save_file
 
 from edf_factory import corrupt_header
+from pipeline.embedding import embed, embed_windows, load_backbone
 from pipeline.models.backbone import BackboneConfig
 from pipeline.models.pretrain import PretrainConfig, PretrainModel
 from pipeline.montage import load_vocabulary
+from pipeline.prep.prepare import PrepareSettings as EmbedSettings
+from pipeline.prep.prepare import preprocess_by_mains as _preprocess_by_mains
 from pipeline.stages.common import StageFailed
-from pipeline.stages.embed import EmbedSettings, _preprocess_by_mains, embed, embed_windows, load_backbone
 from pipeline.store.fingerprint import weights_fingerprint
 from pipeline.store.tables import MONTAGE_SCHEMA, read_rows, write_rows
 from pipeline.train.checkpoint import state_tensors

@@ -18,7 +18,7 @@ from pipeline.io.edf import EdfioRecording
 from pipeline.io.mne_reader import MneRecording
 from pipeline.io.readers import open_recording
 from pipeline.io.recording import RecordingError
-from pipeline.stages.ingest import ingest
+from pipeline.prep.ingest import ingest
 
 
 def test_bids_demo_manifest_and_events(bids_root: Path, tmp_path: Path):

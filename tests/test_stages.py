@@ -15,12 +15,13 @@ from edf_factory import write_edf
 from pipeline.config import IngestConfig, MontageConfig, PatchConfig, PatchSettings, PreprocessConfig, SplitConfig
 from pipeline.io.readers import open_recording
 from pipeline.montage import load_vocabulary
+from pipeline.prep import shards as patch_stage
+from pipeline.prep.ingest import ingest
+from pipeline.prep.preprocess import preprocess
+from pipeline.prep.shards import patch
+from pipeline.prep.standardize import standardize
+from pipeline.prep.windows import plan_windows
 from pipeline.signal.importance import FEATURE_NAMES, patch_features
-from pipeline.stages import patch as patch_stage
-from pipeline.stages.ingest import ingest
-from pipeline.stages.patch import patch, plan_windows
-from pipeline.stages.preprocess import preprocess
-from pipeline.stages.standardize import standardize
 from pipeline.store.zarr_store import open_group, open_shard
 
 PRE = PreprocessConfig(mains=60.0)

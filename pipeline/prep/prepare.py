@@ -1,0 +1,157 @@
+"""prepare(): ingest → standardize → preprocess → patch of a source, in one process, into a work folder.
+
+The same library calls the workflow's stage modules make, one after the other, with one dataset's settings
+(`PrepareSettings.resolve`): what `embed` runs before the encoder, and what a test compares with the
+workflow's shards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import (ConfigError, IngestConfig, MontageConfig, PatchConfig, PatchSettings, PreprocessConfig,
+                             load_config, to_dict)
+from pipeline.errors import StageFailed
+from pipeline.prep.ingest import ingest
+from pipeline.prep.preprocess import preprocess
+from pipeline.prep.report import finish_stage
+from pipeline.prep.shards import patch
+from pipeline.prep.standardize import standardize
+from pipeline.store.tables import MONTAGE_SCHEMA, PREPROCESS_SCHEMA, read_rows, write_rows
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WINDOW_S = 30.0
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """The data-plane settings of one in-process prepare() (embed's): one dataset's sections, or the defaults."""
+
+    ingest: IngestConfig = field(default_factory=lambda: IngestConfig(min_duration_s=DEFAULT_WINDOW_S))
+    montage: MontageConfig = field(default_factory=MontageConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    patch: PatchConfig = field(default_factory=PatchConfig)
+    dataset: str | None = None
+
+    @classmethod
+    def resolve(cls, *, config: str | Path | None = None, dataset: str | None = None,
+                window_s: float | None = None, mains: float | None = None) -> "PrepareSettings":
+        """`load_config(config).datasets[dataset]`'s sections, else defaults; --window-s / --mains override."""
+        if config is not None and dataset is None:
+            names = sorted(load_config(config).datasets)
+            raise ConfigError(f"--config {config}: name the dataset whose settings to use with --dataset "
+                              f"(one of {names})")
+        if dataset is not None:
+            cfg = load_config(config or DEFAULT_CONFIG)
+            if dataset not in cfg.datasets:
+                raise ConfigError(f"--dataset {dataset!r} is not in {config or DEFAULT_CONFIG}; "
+                                  f"configured: {sorted(cfg.datasets)}")
+            ds = cfg.datasets[dataset]
+            out = cls(ingest=ds.ingest, montage=ds.montage, preprocess=ds.preprocess, patch=ds.patch, dataset=dataset)
+        else:
+            out = cls()
+        if window_s is not None:
+            patch = dataclasses.replace(out.patch, window_s=float(window_s), stride_s=None)
+            out = dataclasses.replace(out, patch=patch)
+        if window_s is not None or dataset is None:
+            # as parse_config does: a recording shorter than one window is rejected at ingest
+            out = dataclasses.replace(out, ingest=dataclasses.replace(out.ingest, min_duration_s=out.patch.window_s))
+        if mains is not None:
+            out = dataclasses.replace(out, preprocess=dataclasses.replace(out.preprocess, mains=float(mains)))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "ingest": to_dict(self.ingest), "montage": to_dict(self.montage),
+                "preprocess": to_dict(self.preprocess), "patch": to_dict(self.patch)}
+
+
+def preprocess_by_mains(montage: Path, out: Path, cfg: PreprocessConfig) -> tuple[list[dict], dict[str, float | None]]:
+    """preprocess(), with each recording notched at its own mains frequency where it states one.
+
+    Returns (the preprocess table, mains used per recording)."""
+    rows = read_rows(montage)
+    groups: dict[float | None, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["status"] == "ok":
+            groups[r.get("mains") or cfg.mains].append(r)
+    used = {r["recording"]: m for m, group in groups.items() for r in group}
+    if len(groups) <= 1:
+        mains = next(iter(groups), cfg.mains)
+        return preprocess(montage, out, dataclasses.replace(cfg, mains=mains)), used
+    table = []
+    for i, (mains, group) in enumerate(sorted(groups.items(), key=lambda kv: kv[0] or 0.0)):
+        log.info("preprocess: %d recording(s) with mains %s Hz", len(group), mains)
+        part = montage.with_name(f"{montage.stem}-mains-{i}.parquet")
+        write_rows(group, MONTAGE_SCHEMA, part)
+        try:
+            table += preprocess(part, out, dataclasses.replace(cfg, mains=mains))
+        except StageFailed:  # all of this group rejected; the others may still be fine
+            table += read_rows(out / "recordings.parquet")
+    table += [{"recording": r["recording"], "subject": r["subject"], "status": "rejected", "reason": r["reason"]}
+              for r in rows if r["status"] != "ok"]
+    write_rows(table, PREPROCESS_SCHEMA, out / "recordings.parquet")
+    finish_stage("preprocess", table, what=str(montage))
+    return table, used
+
+
+@dataclass
+class PreparedData:
+    shards: Path
+    manifest: list[dict]
+    rejected: list[dict]  # {"recording", "source_path", "stage", "reason"}
+    notes: list[dict]  # accepted recordings with something to say (e.g. windows dropped for amplitude)
+    mains: dict[str, float | None]
+
+
+def rejections(stage_tables: list[tuple[str, list[dict]]], paths: dict[str, str]) -> list[dict]:
+    """Each rejected recording once, at the first stage that rejected it."""
+    seen: set[str] = set()
+    out = []
+    for stage, rows in stage_tables:
+        for r in rows:
+            if r.get("status") == "rejected" and r["recording"] not in seen:
+                seen.add(r["recording"])
+                out.append({"recording": r["recording"], "source_path": paths.get(r["recording"], ""),
+                            "stage": stage, "reason": r.get("reason") or ""})
+    return out
+
+
+def prepare(source: str | Path, work: str | Path, settings: PrepareSettings, *, fmt: str = "auto") -> PreparedData:
+    """ingest → standardize → preprocess → patch of `source` into `work`; raises StageFailed when nothing is left."""
+    work = Path(work)
+    tables: list[tuple[str, list[dict]]] = []
+    paths: dict[str, str] = {}
+
+    def failed(exc: StageFailed) -> StageFailed:
+        earlier = rejections(tables, paths)
+        more = "".join(f"\n  rejected at {r['stage']}: {r['reason']}" for r in earlier)
+        return StageFailed(f"no window to embed: {exc}{more}")
+
+    try:
+        log.info("prepare 1/4: ingest %s", source)
+        manifest = ingest(source, work, dataset=settings.dataset, fmt=fmt, cfg=settings.ingest)
+        paths = {r["recording"]: r["path"] for r in manifest}
+        tables.append(("ingest", manifest))
+        log.info("prepare 2/4: standardize")
+        montage = standardize(work / "manifest.parquet", work / "montage.parquet", settings.montage)
+        tables.append(("standardize", montage))
+        log.info("prepare 3/4: preprocess")
+        pre, mains = preprocess_by_mains(work / "montage.parquet", work / "preprocessed", settings.preprocess)
+        tables.append(("preprocess", pre))
+        log.info("prepare 4/4: patch into %g s windows", settings.patch.window_s)
+        summary = patch(work / "preprocessed", work / "shards", PatchSettings(patch=settings.patch), ingested=work)
+        tables.append(("patch", summary))
+    except StageFailed as exc:
+        raise failed(exc) from None
+    except FileNotFoundError as exc:
+        raise StageFailed(str(exc)) from None
+    notes = [{"recording": r["recording"], "source_path": paths.get(r["recording"], ""), "note": r["reason"]}
+             for r in summary if r["status"] == "ok" and r.get("reason") and r["reason"] != "reused"]
+    return PreparedData(work / "shards", manifest, rejections(tables, paths), notes, mains)
