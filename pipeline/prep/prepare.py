@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,9 @@ from pipeline.config import (ConfigError, IngestConfig, MontageConfig, PatchConf
                              load_config, to_dict)
 from pipeline.errors import StageFailed
 from pipeline.prep.ingest import ingest
-from pipeline.prep.preprocess import preprocess
-from pipeline.prep.report import finish_stage
+from pipeline.prep.preprocess import mains_for, preprocess
 from pipeline.prep.shards import patch
 from pipeline.prep.standardize import standardize
-from pipeline.store.tables import MONTAGE_SCHEMA, PREPROCESS_SCHEMA, read_rows, write_rows
 
 log = logging.getLogger(__name__)
 
@@ -72,42 +69,13 @@ class PrepareSettings:
                 "preprocess": to_dict(self.preprocess), "patch": to_dict(self.patch)}
 
 
-def preprocess_by_mains(montage: Path, out: Path, cfg: PreprocessConfig) -> tuple[list[dict], dict[str, float | None]]:
-    """preprocess(), with each recording notched at its own mains frequency where it states one.
-
-    Returns (the preprocess table, mains used per recording)."""
-    rows = read_rows(montage)
-    groups: dict[float | None, list[dict]] = defaultdict(list)
-    for r in rows:
-        if r["status"] == "ok":
-            groups[r.get("mains") or cfg.mains].append(r)
-    used = {r["recording"]: m for m, group in groups.items() for r in group}
-    if len(groups) <= 1:
-        mains = next(iter(groups), cfg.mains)
-        return preprocess(montage, out, dataclasses.replace(cfg, mains=mains)), used
-    table = []
-    for i, (mains, group) in enumerate(sorted(groups.items(), key=lambda kv: kv[0] or 0.0)):
-        log.info("preprocess: %d recording(s) with mains %s Hz", len(group), mains)
-        part = montage.with_name(f"{montage.stem}-mains-{i}.parquet")
-        write_rows(group, MONTAGE_SCHEMA, part)
-        try:
-            table += preprocess(part, out, dataclasses.replace(cfg, mains=mains))
-        except StageFailed:  # all of this group rejected; the others may still be fine
-            table += read_rows(out / "recordings.parquet")
-    table += [{"recording": r["recording"], "subject": r["subject"], "status": "rejected", "reason": r["reason"]}
-              for r in rows if r["status"] != "ok"]
-    write_rows(table, PREPROCESS_SCHEMA, out / "recordings.parquet")
-    finish_stage("preprocess", table, what=str(montage))
-    return table, used
-
-
 @dataclass
 class PreparedData:
     shards: Path
     manifest: list[dict]
     rejected: list[dict]  # {"recording", "source_path", "stage", "reason"}
     notes: list[dict]  # accepted recordings with something to say (e.g. windows dropped for amplitude)
-    mains: dict[str, float | None]
+    mains: dict[str, float | None]  # line frequency notched per recording (pipeline.prep.preprocess.mains_for)
 
 
 def rejections(stage_tables: list[tuple[str, list[dict]]], paths: dict[str, str]) -> list[dict]:
@@ -143,7 +111,8 @@ def prepare(source: str | Path, work: str | Path, settings: PrepareSettings, *, 
         montage = standardize(work / "manifest.parquet", work / "montage.parquet", settings.montage)
         tables.append(("standardize", montage))
         log.info("prepare 3/4: preprocess")
-        pre, mains = preprocess_by_mains(work / "montage.parquet", work / "preprocessed", settings.preprocess)
+        pre = preprocess(work / "montage.parquet", work / "preprocessed", settings.preprocess)
+        mains = {r["recording"]: mains_for(r, settings.preprocess)[0] for r in montage if r["status"] == "ok"}
         tables.append(("preprocess", pre))
         log.info("prepare 4/4: patch into %g s windows", settings.patch.window_s)
         summary = patch(work / "preprocessed", work / "shards", PatchSettings(patch=settings.patch), ingested=work)

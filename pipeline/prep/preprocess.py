@@ -6,10 +6,16 @@ parameters of every step in its attributes (provenance). <out>/recordings.parque
 recording with its status. Memory is O(chunk × channels) whatever the recording's length.
 A recording whose store exists with the same fingerprint (settings + content hash + channel plan)
 is not processed again, so an interrupted run resumes where it stopped.
+
+The mains rule (`mains_for`), the one place it lives: a recording's own line frequency (the manifest's `mains`:
+BIDS PowerLineFrequency, or a dataset adapter's) wins over the dataset's configured `mains`; the notch, the
+fingerprint and the provenance (`provenance.mains` = {hz, source}) use the frequency chosen. The workflow's
+preprocess stage and `embed` (pipeline.prep.prepare) both run this code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -59,14 +65,30 @@ def plan_reader(recording, plan: MontagePlan):
     return read
 
 
+def mains_for(row: dict, cfg: PreprocessConfig) -> tuple[float | None, str]:
+    """(line frequency to notch, where it comes from: "recording" | "dataset") for one montage row."""
+    own = row.get("mains")
+    if own:
+        return float(own), "recording"
+    return cfg.mains, "dataset"
+
+
+def recording_config(row: dict, cfg: PreprocessConfig) -> PreprocessConfig:
+    """`cfg` with the mains rule applied to this recording."""
+    mains, _ = mains_for(row, cfg)
+    return cfg if mains == cfg.mains else dataclasses.replace(cfg, mains=mains)
+
+
 def fingerprint_of(row: dict, cfg: PreprocessConfig) -> str:
     return settings_hash(to_dict(cfg), row["content_sha256"], row["plan"])
 
 
 def preprocess_recording(row: dict, *, out: str, cfg: PreprocessConfig, strict: bool = False) -> dict:
+    """One montage row → <out>/<recording>.zarr (or the up-to-date store reused); `cfg` is the dataset's."""
     rec = row["recording"]
     store = Path(out) / f"{rec}.zarr"
     result = {"recording": rec, "subject": row["subject"], "store": store.name, "status": "ok", "reason": ""}
+    cfg = recording_config(row, cfg)
     fingerprint = fingerprint_of(row, cfg)
     if store.is_dir():
         try:
@@ -107,6 +129,7 @@ def process(row: dict, store: Path, cfg: PreprocessConfig, fingerprint: str) -> 
             "reader": info.reader,
             "montage": plan.to_dict(),
             "preprocess": to_dict(cfg),
+            "mains": {"hz": cfg.mains, "source": mains_for(row, cfg)[1]},
             "stream": stream,
         },
     }

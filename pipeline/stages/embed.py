@@ -9,7 +9,8 @@ clean window (eval mode, nothing masked) and mean-pools its output over the vali
 exist and are not masked, all patches). Settings: those of `--dataset` in `--config` (montage, ingest,
 preprocess, patch sections, as the workflow resolves them), else the defaults (standard 10-20 channels,
 PreprocessConfig(), PatchConfig(window_s=--window-s)). The notch uses a recording's own mains frequency
-where it states one (BIDS PowerLineFrequency), else --mains, else the configured one.
+where it states one (BIDS PowerLineFrequency), else --mains, else the configured one: the workflow's rule,
+pipeline.prep.preprocess.mains_for.
 
 Output: one row per window — recording, source_path, subject, start_s, window_s, n_channels_valid and
 `embedding` (fixed-size list<float32>); the file's metadata holds the model fingerprint, the settings
