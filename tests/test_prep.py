@@ -111,3 +111,18 @@ def test_embed_agrees_with_the_finished_dag(finished, tmp_path: Path):
     _, vectors = embed_windows(backbone, shards, device="cpu")
     ours = np.asarray(table["embedding"].combine_chunks().flatten()).reshape(table.num_rows, -1)
     np.testing.assert_array_equal(ours, vectors)
+
+
+@pytest.mark.slow
+def test_the_patch_rule_declares_the_ingest_tables_it_reads(tmp_path: Path):
+    """Snakemake's rule graph has ingest → patch (manifest.parquet, events.parquet are patch's inputs), so a rule run
+    never patches without the splits, and a new manifest reruns patch."""
+    import re
+
+    from workflow_helpers import TEST_CONFIG, make_workdir, snakemake, tail
+
+    proc = snakemake(make_workdir(tmp_path / "wd"), TEST_CONFIG, "--rulegraph")
+    assert proc.returncode == 0, tail(proc)
+    names = dict(re.findall(r'(\d+)\[label = "(\w+)"', proc.stdout))
+    edges = {(names[a], names[b]) for a, b in re.findall(r"(\d+) -> (\d+)", proc.stdout)}
+    assert {("preprocess", "patch"), ("ingest", "patch"), ("ingest", "samples")} <= edges

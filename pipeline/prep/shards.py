@@ -22,7 +22,7 @@ from pipeline.config import PatchSettings, to_dict
 from pipeline.errors import StageFailed
 from pipeline.parallel import map_items
 from pipeline.prep.report import finish_stage
-from pipeline.prep.splits import recording_meta, window_splits
+from pipeline.prep.splits import recording_meta, required_tables, window_splits
 from pipeline.prep.windows import plan_labelled_windows, plan_windows
 from pipeline.signal.importance import FEATURE_NAMES, patch_features
 from pipeline.store.atomic import atomic_path
@@ -32,7 +32,6 @@ from pipeline.store.zarr_store import ShardLayout, create_shard, open_group
 
 log = logging.getLogger(__name__)
 FINGERPRINT_FILE = "fingerprint.json"
-INGEST_TABLES = ("manifest.parquet", "events.parquet")
 
 
 def _fingerprint(store_attrs: dict, settings: PatchSettings, meta: dict) -> str:
@@ -122,8 +121,14 @@ def patch(preprocessed: str | Path, out: str | Path, settings: PatchSettings = P
           n_workers: int = 1, scheduler: str | None = None, ingested: str | Path | None = None) -> list[dict]:
     preprocessed, out = Path(preprocessed), Path(out)
     table = read_rows(preprocessed / "recordings.parquet")
-    meta = recording_meta(Path(ingested) if ingested else preprocessed.parent, settings.splits,
-                          settings.labels.mode != "none")
+    ingested = Path(ingested) if ingested else preprocessed.parent
+    labelled = settings.labels.mode != "none"
+    missing = [t for t in required_tables(ingested, labelled) if not t.is_file()]
+    if missing:
+        raise StageFailed(f"patch {preprocessed}: missing ingest table(s) {', '.join(map(str, missing))} (splits"
+                          f"{' and labels' if labelled else ''} come from them); run ingest into {ingested}, or pass "
+                          "--ingested <the folder that holds them>")
+    meta = recording_meta(ingested, settings.splits, labelled)
     items = [(str(preprocessed / r["store"]), meta.get(r["recording"], {})) for r in table if r["status"] == "ok"]
     out.mkdir(parents=True, exist_ok=True)
     work = functools.partial(patch_recording, out=str(out), settings=settings)

@@ -13,8 +13,8 @@ from pipeline.store.tables import read_rows
 
 def recording_meta(ingested: Path, splits: SplitConfig, labelled: bool) -> dict[str, dict]:
     """Per recording: its split (official, configured, or validation drawn by subject) and, for labelled
-    samples, its label and events — from the ingest tables."""
-    manifest = read_rows(ingested / "manifest.parquet") if (ingested / "manifest.parquet").is_file() else []
+    samples, its label and events — from the ingest tables (present: `required_tables` checks first)."""
+    manifest = read_rows(ingested / "manifest.parquet")
     meta = {r["recording"]: {"split": splits.split_of(r["subject"], r.get("official_split") or ""),
                              "subject": r["subject"]} for r in manifest}
     if splits.val_fraction > 0 and splits.val_unit == "subject":
@@ -25,7 +25,7 @@ def recording_meta(ingested: Path, splits: SplitConfig, labelled: bool) -> dict[
             if m["subject"] in val:
                 m["split"] = "val"
     if labelled:
-        events = read_rows(ingested / "events.parquet") if (ingested / "events.parquet").is_file() else []
+        events = read_rows(ingested / "events.parquet")
         for r in manifest:
             meta[r["recording"]]["label"] = r.get("label") or ""
             meta[r["recording"]]["events"] = []
@@ -43,3 +43,9 @@ def window_splits(split: str, n_windows: int, splits: SplitConfig) -> list[str]:
         n_val = int(round(splits.val_fraction * n_windows))
         out[n_windows - n_val:] = ["val"] * n_val
     return out
+
+
+def required_tables(ingested: Path, labelled: bool) -> list[Path]:
+    """The ingest tables a patch run reads: manifest.parquet (official splits, subjects), and events.parquet for
+    labelled samples. Without them the official split and the events would vanish silently."""
+    return [ingested / "manifest.parquet", *([ingested / "events.parquet"] if labelled else [])]
