@@ -30,12 +30,14 @@ def workflow_chain(cfg: PipelineConfig, dataset: str, source: Path, fmt: str, ou
     def settings(rule: str) -> str:
         return job_settings_json(cfg, rule, dataset=dataset)
 
-    run("ingest", str(source), "--out", str(out), "--dataset", dataset, "--format", fmt, "--settings", settings("ingest"))
+    run("ingest", str(source), "--out", str(out), "--dataset", dataset, "--format", fmt,
+        "--settings", settings("ingest"))
     run("standardize", str(out / "manifest.parquet"), "--out", str(out / "montage.parquet"),
         "--settings", settings("standardize"))
     run("preprocess", str(out / "montage.parquet"), "--out", str(out / "preprocessed"),
         "--settings", settings("preprocess"), "--workers", "1")
-    run("patch", str(out / "preprocessed"), "--out", str(out / "shards"), "--settings", settings("patch"), "--workers", "1")
+    run("patch", str(out / "preprocessed"), "--out", str(out / "shards"), "--settings", settings("patch"),
+        "--workers", "1")
     return out / "shards"
 
 
@@ -47,7 +49,8 @@ def assert_same_shards(a: Path, b: Path) -> int:
         sa, sb = open_shard(a / name), open_shard(b / name)
         for field in ("x", "ch", "importance"):
             xa, xb = np.asarray(getattr(sa, field)[...]), np.asarray(getattr(sb, field)[...])
-            assert xa.dtype == xb.dtype and xa.shape == xb.shape and np.array_equal(xa.view(np.uint8), xb.view(np.uint8))
+            assert xa.dtype == xb.dtype and xa.shape == xb.shape
+            assert np.array_equal(xa.view(np.uint8), xb.view(np.uint8)), (name, field)
     return ia.height
 
 

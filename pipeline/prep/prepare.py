@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import (ConfigError, IngestConfig, MontageConfig, PatchConfig, PatchSettings, PreprocessConfig,
-                             load_config, to_dict)
+                             SplitConfig, load_config, to_dict)
 from pipeline.errors import StageFailed
 from pipeline.prep.ingest import ingest
 from pipeline.prep.preprocess import mains_for, preprocess
@@ -35,6 +35,7 @@ class PrepareSettings:
     montage: MontageConfig = field(default_factory=MontageConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     patch: PatchConfig = field(default_factory=PatchConfig)
+    splits: SplitConfig = field(default_factory=SplitConfig)  # the index's split column, as the workflow's
     dataset: str | None = None
 
     @classmethod
@@ -51,7 +52,8 @@ class PrepareSettings:
                 raise ConfigError(f"--dataset {dataset!r} is not in {config or DEFAULT_CONFIG}; "
                                   f"configured: {sorted(cfg.datasets)}")
             ds = cfg.datasets[dataset]
-            out = cls(ingest=ds.ingest, montage=ds.montage, preprocess=ds.preprocess, patch=ds.patch, dataset=dataset)
+            out = cls(ingest=ds.ingest, montage=ds.montage, preprocess=ds.preprocess, patch=ds.patch, splits=ds.splits,
+                      dataset=dataset)
         else:
             out = cls()
         if window_s is not None:
@@ -66,7 +68,7 @@ class PrepareSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "ingest": to_dict(self.ingest), "montage": to_dict(self.montage),
-                "preprocess": to_dict(self.preprocess), "patch": to_dict(self.patch)}
+                "preprocess": to_dict(self.preprocess), "patch": to_dict(self.patch), "splits": to_dict(self.splits)}
 
 
 @dataclass
@@ -100,7 +102,7 @@ def prepare(source: str | Path, work: str | Path, settings: PrepareSettings, *, 
     def failed(exc: StageFailed) -> StageFailed:
         earlier = rejections(tables, paths)
         more = "".join(f"\n  rejected at {r['stage']}: {r['reason']}" for r in earlier)
-        return StageFailed(f"no window to embed: {exc}{more}")
+        return StageFailed(f"nothing left to prepare: {exc}{more}")
 
     try:
         log.info("prepare 1/4: ingest %s", source)
@@ -115,7 +117,8 @@ def prepare(source: str | Path, work: str | Path, settings: PrepareSettings, *, 
         mains = {r["recording"]: mains_for(r, settings.preprocess)[0] for r in montage if r["status"] == "ok"}
         tables.append(("preprocess", pre))
         log.info("prepare 4/4: patch into %g s windows", settings.patch.window_s)
-        summary = patch(work / "preprocessed", work / "shards", PatchSettings(patch=settings.patch), ingested=work)
+        patch_settings = PatchSettings(patch=settings.patch, splits=settings.splits)
+        summary = patch(work / "preprocessed", work / "shards", patch_settings, ingested=work)
         tables.append(("patch", summary))
     except StageFailed as exc:
         raise failed(exc) from None
