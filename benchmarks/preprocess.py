@@ -82,7 +82,7 @@ def _done(t0, w0, **extra):
 OURS_PREPROCESS_ONLY = _CHILD_HEAD + """
 import shutil
 from pipeline.config import PreprocessConfig
-from pipeline.stages.preprocess import preprocess_recording
+from pipeline.prep.preprocess import preprocess_recording
 cfg = PreprocessConfig(**json.loads(sys.argv[3]))
 def work(row_json, out):
     res = preprocess_recording(json.loads(open(row_json).read()), out=out, cfg=cfg, strict=True)
@@ -99,9 +99,9 @@ _done(t0, w0, result=res)
 OURS_STAGE_PATH = _CHILD_HEAD + """
 from pathlib import Path
 from pipeline.config import MontageConfig, PreprocessConfig
-from pipeline.stages.ingest import ingest
-from pipeline.stages.preprocess import preprocess
-from pipeline.stages.standardize import standardize
+from pipeline.prep.ingest import ingest
+from pipeline.prep.preprocess import preprocess
+from pipeline.prep.standardize import standardize
 targets, cfg = tuple(json.loads(sys.argv[3])), PreprocessConfig(**json.loads(sys.argv[4]))
 def work(edf, work):
     edf, work = Path(edf), Path(work)
@@ -123,7 +123,7 @@ _done(t0, w0, steps_cpu_s=steps)
 """
 
 HASH_ONLY = _CHILD_HEAD + """
-from pipeline.io.edf import data_offset
+from pipeline.io.readers import data_offset
 from pipeline.store.fingerprint import file_hashes
 t0, w0 = time.process_time(), time.perf_counter()
 file_hashes(sys.argv[1], data_offset(sys.argv[1]))
@@ -156,7 +156,7 @@ _done(t0, w0, steps_cpu_s=steps, shape=list(x.shape), dtype=str(x.dtype), ch_nam
 RSS_PROBE = _CHILD_HEAD + """
 import threading
 from pipeline.config import PreprocessConfig
-from pipeline.stages.preprocess import preprocess_recording
+from pipeline.prep.preprocess import preprocess_recording
 peak = {"RssAnon": 0, "RssFile": 0, "VmRSS": 0}
 stop = threading.Event()
 def sample():
@@ -177,7 +177,7 @@ _done(t0, w0, sampled_peak_mib=peak)
 PROFILED = """
 import cProfile, json, sys
 from pipeline.config import PreprocessConfig
-from pipeline.stages.preprocess import preprocess_recording
+from pipeline.prep.preprocess import preprocess_recording
 cfg = PreprocessConfig(**json.loads(sys.argv[3]))
 warm = json.loads(sys.argv[5])
 preprocess_recording(json.loads(open(warm[0]).read()), out=warm[1], cfg=cfg, strict=True)
@@ -254,7 +254,7 @@ def build_inputs() -> tuple[Path, Path, Path, dict]:
 def _records_edf(src: Path, dst: Path, n_records: int) -> None:
     """A plain EDF of `n_records` data records: `src`'s records repeated or cut, under its header with the
     'number of data records' field (bytes 236:244) rewritten; written record block by record block."""
-    from pipeline.io.edf import data_offset
+    from pipeline.io.readers import data_offset
 
     n_head = data_offset(src)
     with src.open("rb") as fh:
@@ -281,7 +281,7 @@ def _check_inputs(edf1: Path, edf24: Path) -> dict:
     """Both files open with this pipeline's reader and with mne, with the expected length and data."""
     import mne
 
-    from pipeline.io.edf import open_recording
+    from pipeline.io.readers import open_recording
 
     checks = {}
     for label, path, hours in (("1h", edf1, 1), ("24h", edf24, 24)):
@@ -306,8 +306,8 @@ def _check_inputs(edf1: Path, edf24: Path) -> dict:
 def montage_row(edf: Path) -> Path:
     """ingest + standardize once, in this process; the row as JSON for the preprocess-only child."""
     from pipeline.config import MontageConfig
-    from pipeline.stages.ingest import ingest
-    from pipeline.stages.standardize import standardize
+    from pipeline.prep.ingest import ingest
+    from pipeline.prep.standardize import standardize
 
     dest = DATA / f"{edf.stem}.row.json"  # rebuilt every run: cheap, and never stale against pipeline changes
     work = DATA / f"{edf.stem}.rows"

@@ -13,7 +13,8 @@ import time
 
 from _common import demo_corpus, write_result
 
-from pipeline.io.edf import EdfioRecording, MneRecording
+from pipeline.io.edf import EdfioRecording
+from pipeline.io.mne_reader import MneRecording
 
 
 def throughput(reader_cls, path, repeats: int = 3) -> dict:

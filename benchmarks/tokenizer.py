@@ -37,10 +37,10 @@ SHARED = {"dead_code_threshold": 2.0, "commitment_weight": 0.25}  # as config/de
 
 
 def build_shards(root: Path) -> list[Path]:
-    from pipeline.stages.ingest import ingest
-    from pipeline.stages.patch import patch
-    from pipeline.stages.preprocess import preprocess
-    from pipeline.stages.standardize import standardize
+    from pipeline.prep.ingest import ingest
+    from pipeline.prep.preprocess import preprocess
+    from pipeline.prep.shards import patch
+    from pipeline.prep.standardize import standardize
 
     corpus = demo_corpus()
     out = []

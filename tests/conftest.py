@@ -87,10 +87,10 @@ def _quiet_threads(monkeypatch):
 def build_demo_shards(demo_corpus: Path, root: Path, *, window_s: float, chunk_windows: int) -> list[Path]:
     """Shards of the real demo EEG: BIDS s01 (train) / s02 (test), and PhysioNet (train)."""
     from pipeline.config import IngestConfig, MontageConfig, PatchConfig, PatchSettings, PreprocessConfig, SplitConfig
-    from pipeline.stages.ingest import ingest
-    from pipeline.stages.patch import patch
-    from pipeline.stages.preprocess import preprocess
-    from pipeline.stages.standardize import standardize
+    from pipeline.prep.ingest import ingest
+    from pipeline.prep.preprocess import preprocess
+    from pipeline.prep.shards import patch
+    from pipeline.prep.standardize import standardize
 
     out = []
     for name, source, montage, splits in (

@@ -18,8 +18,9 @@ from edf_factory import eeg_like, write_edf
 from pipeline.io.adapters import ADAPTERS
 from pipeline.io.adapters.chbmit import read_summary
 from pipeline.io.adapters.tuev import read_rec
-from pipeline.io.discover import SourceFile, discover
-from pipeline.stages.ingest import ingest
+from pipeline.io.discover import discover
+from pipeline.io.source import SourceFile
+from pipeline.prep.ingest import ingest
 
 TUH_NAMES = ["EEG FP1-REF", "EEG F7-REF", "EEG T3-REF", "EEG T5-REF"]
 CHB_NAMES = ["FP1-F7", "F7-T7", "T7-P7", "P7-O1"]

@@ -15,9 +15,11 @@ import scipy.io
 from format_writers import write_cnt, write_gdf
 from pipeline.io.adapters import ADAPTERS, bciciv2a, seedv, shu_mi
 from pipeline.io.discover import discover
-from pipeline.io.edf import MneRecording, RecordingError, data_offset, open_recording
+from pipeline.io.mne_reader import MneRecording
+from pipeline.io.readers import data_offset, open_recording
+from pipeline.io.recording import RecordingError
 from pipeline.io.trials import TrialsRecording
-from pipeline.stages.ingest import ingest
+from pipeline.prep.ingest import ingest
 
 SFREQ_2A = 250
 CODES = {"left": 769, "right": 770, "feet": 771, "tongue": 772}

@@ -14,39 +14,17 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
-from safetensors.torch import save_file
 
 from edf_factory import corrupt_header
-from pipeline.models.backbone import BackboneConfig
-from pipeline.models.pretrain import PretrainConfig, PretrainModel
-from pipeline.montage import load_vocabulary
+from pretrained_factory import EMBED_DIM, save_pretrained, untrained_model
+from pipeline.embedding import embed, embed_windows, load_backbone
+from pipeline.prep.prepare import PrepareSettings as EmbedSettings
+from pipeline.prep.preprocess import preprocess
 from pipeline.stages.common import StageFailed
-from pipeline.stages.embed import EmbedSettings, _preprocess_by_mains, embed, embed_windows, load_backbone
-from pipeline.store.fingerprint import weights_fingerprint
 from pipeline.store.tables import MONTAGE_SCHEMA, read_rows, write_rows
-from pipeline.train.checkpoint import state_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
-EMBED_DIM = 32
 WINDOW_S = 10.0
-
-
-def save_pretrained(model: PretrainModel, path: Path) -> str:
-    """model.safetensors as pipeline.train.pretrain.publish writes it; returns the fingerprint."""
-    tensors = state_tensors(model)
-    config = model.config.to_dict()
-    fingerprint = weights_fingerprint(config, tensors)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={"config": json.dumps(config), "fingerprint": fingerprint,
-                                            "kind": "pretrain", "tokenizer_fingerprint": "untrained-test"})
-    return fingerprint
-
-
-def untrained_model(seed: int = 0) -> PretrainModel:
-    torch.manual_seed(seed)
-    backbone = BackboneConfig.demo(vocab_size=len(load_vocabulary()), embed_dim=EMBED_DIM, depth=1, heads=4)
-    return PretrainModel(PretrainConfig(backbone=backbone, codebook_size=16))
 
 
 @pytest.fixture(scope="module")
@@ -126,18 +104,20 @@ def test_embedding_runs_on_the_device(embedded, model_dir):
 
 
 def test_each_recording_is_notched_at_its_own_mains(embedded, tmp_path: Path):
+    """One preprocess call over recordings of two line frequencies: each is notched at its own (the rule of
+    pipeline.prep.preprocess.mains_for, which embed and the workflow share)."""
     from pipeline.config import PreprocessConfig
     from pipeline.store.zarr_store import open_group
 
     rows = read_rows(embedded[1] / "work" / "montage.parquet")
     rows.append({**rows[0], "recording": "copy-50hz", "mains": 50.0})  # as a BIDS eeg.json would state it
     write_rows(rows, MONTAGE_SCHEMA, tmp_path / "montage.parquet")
-    table, used = _preprocess_by_mains(tmp_path / "montage.parquet", tmp_path / "pre", PreprocessConfig(mains=60.0))
-    assert used == {"S001R02": 60.0, "copy-50hz": 50.0}
+    preprocess(tmp_path / "montage.parquet", tmp_path / "pre", PreprocessConfig(mains=60.0))
     written = read_rows(tmp_path / "pre" / "recordings.parquet")
     assert sorted(r["recording"] for r in written) == ["S001R02", "copy-50hz"]
-    for rec, mains in used.items():
-        assert open_group(tmp_path / "pre" / f"{rec}.zarr").attrs["provenance"]["preprocess"]["mains"] == mains
+    for rec, mains, source in (("S001R02", 60.0, "dataset"), ("copy-50hz", 50.0, "recording")):
+        prov = open_group(tmp_path / "pre" / f"{rec}.zarr").attrs["provenance"]
+        assert prov["preprocess"]["mains"] == mains and prov["mains"] == {"hz": mains, "source": source}
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:

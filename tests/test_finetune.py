@@ -14,7 +14,8 @@ from pipeline.config import FinetuneSection, LabelConfig, PatchConfig, PatchSett
 from pipeline.data.windows import WindowIndex
 from pipeline.models.backbone import Backbone, BackboneConfig
 from pipeline.models.classifier import Classifier, layer_decay_groups
-from pipeline.stages.patch import patch, plan_labelled_windows
+from pipeline.prep.shards import patch
+from pipeline.prep.windows import plan_labelled_windows
 from pipeline.train.finetune import LeakageError, check_leakage, finetune
 
 FACE_HOUSE = LabelConfig(mode="events", classes=("face", "house"), window_s=1.0,

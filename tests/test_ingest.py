@@ -14,8 +14,11 @@ import pytest
 from edf_factory import corrupt_header, eeg_like, reheader_copy, truncate, write_edf
 from pipeline.cli import main as cli
 from pipeline.config import IngestConfig
-from pipeline.io.edf import EdfioRecording, MneRecording, RecordingError, open_recording
-from pipeline.stages.ingest import ingest
+from pipeline.io.edf import EdfioRecording
+from pipeline.io.mne_reader import MneRecording
+from pipeline.io.readers import open_recording
+from pipeline.io.recording import RecordingError
+from pipeline.prep.ingest import ingest
 
 
 def test_bids_demo_manifest_and_events(bids_root: Path, tmp_path: Path):

@@ -12,15 +12,17 @@ import pytest
 import zarr
 
 from edf_factory import write_edf
-from pipeline.config import IngestConfig, MontageConfig, PatchConfig, PatchSettings, PreprocessConfig, SplitConfig
-from pipeline.io.edf import open_recording
+from pipeline.config import (IngestConfig, MontageConfig, PatchConfig, PatchSettings, PreprocessConfig, SplitConfig,
+                             to_dict)
+from pipeline.io.readers import open_recording
 from pipeline.montage import load_vocabulary
+from pipeline.prep import shards as patch_stage
+from pipeline.prep.ingest import ingest
+from pipeline.prep.preprocess import preprocess
+from pipeline.prep.shards import patch
+from pipeline.prep.standardize import standardize
+from pipeline.prep.windows import plan_windows
 from pipeline.signal.importance import FEATURE_NAMES, patch_features
-from pipeline.stages import patch as patch_stage
-from pipeline.stages.ingest import ingest
-from pipeline.stages.patch import patch, plan_windows
-from pipeline.stages.preprocess import preprocess
-from pipeline.stages.standardize import standardize
 from pipeline.store.zarr_store import open_group, open_shard
 
 PRE = PreprocessConfig(mains=60.0)
@@ -148,22 +150,22 @@ def test_rerun_reuses_and_a_killed_write_leaves_nothing_trusted(physionet_run: P
 
     monkeypatch.setattr(patch_stage, "create_shard", failing)
     with pytest.raises(Exception):
-        patch(work / "preprocessed", work / "shards", PATCH)
+        patch(work / "preprocessed", work / "shards", PATCH, ingested=physionet_run)
     assert not (work / "shards" / "S001R02").exists() and not list((work / "shards").glob("S001R02.tmp-*"))
     assert not (work / "shards" / "index.parquet").exists()
     monkeypatch.setattr(patch_stage, "create_shard", real)
     # …and what a SIGKILL would leave (a temporary sibling) is ignored and cleaned by the rerun.
     (work / "shards" / "S001R02.tmp-999-deadbeef" / "part-000.zarr").mkdir(parents=True)
-    patch(work / "preprocessed", work / "shards", PATCH)
+    patch(work / "preprocessed", work / "shards", PATCH, ingested=physionet_run)
     assert not list((work / "shards").glob("*.tmp-*"))
     assert len(pl.read_parquet(work / "shards" / "index.parquet")) == 6
     # A second run with the same settings reuses the shards; new settings rebuild them.
     stamp = (work / "shards" / "S001R02" / "fingerprint.json").stat().st_mtime_ns
     with caplog.at_level("INFO"):
-        patch(work / "preprocessed", work / "shards", PATCH)
+        patch(work / "preprocessed", work / "shards", PATCH, ingested=physionet_run)
     assert "shards up to date, reused" in caplog.text
     assert (work / "shards" / "S001R02" / "fingerprint.json").stat().st_mtime_ns == stamp
-    patch(work / "preprocessed", work / "shards", PatchSettings(patch=PatchConfig(window_s=20)))
+    patch(work / "preprocessed", work / "shards", PatchSettings(patch=PatchConfig(window_s=20)), ingested=physionet_run)
     assert len(pl.read_parquet(work / "shards" / "index.parquet")) == 3
 
 
@@ -205,3 +207,20 @@ def test_dask_cluster_and_scheduler_give_the_same_shards(bids_root: Path, tmp_pa
                                           open_shard(tmp_path / other / shard).x[...])
     meta = json.loads((tmp_path / "shards1" / a["shard"][0].split("/")[0] / "fingerprint.json").read_text())
     assert meta["fingerprint"]
+
+
+def test_patch_refuses_to_run_without_the_ingest_tables(physionet_run: Path, tmp_path: Path):
+    """Run by hand on a copied preprocessed/ folder, patch would lose the official split and the events: it stops,
+    naming the missing table and the fix; with --ingested it reads them from where they are."""
+    from pipeline import cli
+    from pipeline.stages.common import StageFailed
+
+    shutil.copytree(physionet_run / "preprocessed", tmp_path / "elsewhere" / "preprocessed")
+    with pytest.raises(StageFailed, match=r"manifest\.parquet.*--ingested"):
+        patch(tmp_path / "elsewhere" / "preprocessed", tmp_path / "shards", PATCH)
+    assert not (tmp_path / "shards" / "index.parquet").exists()
+    args = ["patch", str(tmp_path / "elsewhere" / "preprocessed"), "--out", str(tmp_path / "shards")]
+    assert cli.main(args) == 1
+    assert cli.main([*args, "--ingested", str(physionet_run), "--settings", json.dumps(to_dict(PATCH))]) == 0
+    assert pl.read_parquet(tmp_path / "shards" / "index.parquet").equals(
+        pl.read_parquet(physionet_run / "shards" / "index.parquet"))

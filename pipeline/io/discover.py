@@ -1,6 +1,7 @@
 """Find EEG recordings under a path: a single file, a folder of EDF/BDF files, or a BIDS tree.
 
-For BIDS the recording's sidecars are read too: `*_channels.tsv` (bad channels by `status`),
+Every list returned has unique recording ids (pipeline.io.source.unique_ids). For BIDS the recording's
+sidecars are read too: `*_channels.tsv` (bad channels by `status`),
 `*_events.tsv` (labelled events) and `*_eeg.json` (power-line frequency).
 """
 
@@ -9,28 +10,12 @@ from __future__ import annotations
 import csv
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from pipeline.io.source import SourceFile, recording_id, unique_ids
 
 EEG_SUFFIXES = (".edf", ".bdf")
 _BIDS_ENTITY = re.compile(r"(sub|ses|task|run|acq)-([A-Za-z0-9]+)")
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    path: Path
-    recording: str  # unique, filesystem-safe id within the dataset
-    subject: str
-    session: str = ""
-    task: str = ""
-    run: str = ""
-    bad_channels: tuple[str, ...] = ()
-    events: tuple[tuple[float, float, str], ...] = ()  # from BIDS events.tsv
-    mains: float | None = None  # BIDS PowerLineFrequency
-    sidecar_notes: tuple[str, ...] = field(default=())
-    # Set by dataset adapters (pipeline.io.adapters) from the release's own layout/label files:
-    split: str = ""  # official split: "train" | "test" ("" = none; SplitConfig decides)
-    label: str = ""  # recording-level label (TUAB normal/abnormal, EEGMAT rest/task); "" = none
 
 
 def is_bids_root(path: Path) -> bool:
@@ -41,12 +26,6 @@ def read_tsv(path: Path) -> list[dict[str, str]]:
     # BIDS files written on Windows often start with a BOM; utf-8-sig strips it.
     with path.open(newline="", encoding="utf-8-sig") as fh:
         return list(csv.DictReader(fh, delimiter="\t"))
-
-
-def _recording_id(path: Path, root: Path) -> str:
-    rel = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
-    stem = rel.with_suffix("").as_posix()
-    return re.sub(r"[^A-Za-z0-9_.-]+", "__", stem)
 
 
 def _bids_sidecar(eeg_file: Path, suffix: str) -> Path | None:
@@ -99,17 +78,18 @@ def discover(path: str | Path, *, fmt: str = "auto", subject_regex: str | None =
     root = Path(path)
     if not root.exists():
         raise FileNotFoundError(f"{root}: no such file or folder (check the dataset's `path` in the config)")
-    from pipeline.io.adapters import ADAPTERS
+    import pipeline.io.adapters  # noqa: F401  (adapters register on import)
+    from pipeline.io.registry import ADAPTERS
 
     if fmt in ADAPTERS:
-        return sorted(ADAPTERS[fmt](root), key=lambda s: str(s.path))
+        return unique_ids(sorted(ADAPTERS[fmt](root), key=lambda s: str(s.path)))
     if root.is_file():
         files, base = [root], root.parent
     else:
         base = root
         if fmt == "bids" or (fmt == "auto" and is_bids_root(root)):
             found = sorted(p for p in root.glob("sub-*/**/eeg/*_eeg.*") if p.suffix.lower() in EEG_SUFFIXES)
-            return [_bids_file(p, root, honour_bids_status) for p in found]
+            return unique_ids([_bids_file(p, root, honour_bids_status) for p in found])
         suffixes = {"edf": (".edf",), "bdf": (".bdf",)}.get(fmt, EEG_SUFFIXES)
         files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
     pattern = re.compile(subject_regex) if subject_regex else None
@@ -118,5 +98,5 @@ def discover(path: str | Path, *, fmt: str = "auto", subject_regex: str | None =
         subject = p.stem
         if pattern is not None and (m := pattern.search(p.as_posix())):
             subject = m.group(1)
-        out.append(SourceFile(path=p, recording=_recording_id(p, base), subject=subject))
-    return out
+        out.append(SourceFile(path=p, recording=recording_id(p, base), subject=subject))
+    return unique_ids(out)

@@ -1,4 +1,4 @@
-"""Read ranges of EDF/BDF data records with plain file reads.
+"""The EDF/BDF header fields the readers need, and ranges of data records read with plain file reads.
 
 edfio parses and validates the header; this module only reads samples. edfio's lazy loader maps
 the whole data section into memory, and every page touched stays in the process's resident set
@@ -14,6 +14,43 @@ from pathlib import Path
 import numpy as np
 
 _ANNOTATION_LABELS = ("EDF Annotations", "BDF Annotations")
+
+
+def read_head(path: Path) -> bytes:
+    """The fixed 256-byte header."""
+    with Path(path).open("rb") as fh:
+        return fh.read(256)
+
+
+def header_int(path: Path, lo: int, hi: int) -> int:
+    return int(read_head(path)[lo:hi].decode("ascii").strip())
+
+
+def header_bytes(path: Path) -> bytes:
+    """The fixed header plus the signal headers: 256 × (number of signals + 1) bytes."""
+    with Path(path).open("rb") as fh:
+        head = fh.read(256)
+        return head + fh.read(256 * int(head[252:256].decode("ascii").strip()))
+
+
+def edf_format(path: Path) -> str:
+    """edf | edf+c | edf+d | bdf | bdf+c | bdf+d, from the first byte and the reserved field."""
+    head = read_head(path)
+    kind = "bdf" if head[:1] == b"\xff" else "edf"
+    reserved = head[192:236].decode("ascii", "replace").strip().upper()
+    if reserved.startswith(("EDF+C", "BDF+C")):
+        return kind + "+c"
+    if reserved.startswith(("EDF+D", "BDF+D")):
+        return kind + "+d"
+    return kind
+
+
+def header_data_offset(path: Path) -> int:
+    """The header's 'bytes in header' field (where the first data record starts); 0 when it is no number."""
+    try:
+        return int(read_head(path)[184:192].decode("ascii").strip())
+    except ValueError:
+        return 0
 
 
 @dataclass(frozen=True)

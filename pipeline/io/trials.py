@@ -16,7 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.io.edf import RecordingError, RecordingInfo, non_eeg_kind
+from pipeline.io.mne_reader import non_eeg_kind
+from pipeline.io.recording import RecordingError, RecordingInfo, check_range
+from pipeline.io.registry import register_reader
 
 # Unit strings accepted in a trials `.npz` (key `unit`, default µV) → factor to µV.
 NPZ_UNITS = {"uv": 1.0, "µv": 1.0, "μv": 1.0, "mv": 1e3, "v": 1e6}
@@ -58,8 +60,7 @@ class TrialsRecording:
         self.n_trials, self.trial_samples = n_trials, n_times
 
     def read(self, start: int, stop: int, picks: np.ndarray | None = None) -> np.ndarray:
-        if start < 0 or stop > self.info.n_samples or start > stop:
-            raise ValueError(f"{self.info.path}: samples [{start}, {stop}) outside [0, {self.info.n_samples})")
+        check_range(self.info, start, stop)
         rows = self._data if picks is None else self._data[np.asarray(picks, dtype=int)]
         return rows[:, start:stop].copy()
 
@@ -78,6 +79,7 @@ def label_strings(values: np.ndarray, path: str | Path, key: str) -> list[str]:
     raise RecordingError(f"{path}: key {key!r}: labels must be integers or strings, got dtype {values.dtype}")
 
 
+@register_reader(".npz")
 def read_trials_npz(path: str | Path) -> TrialsRecording:
     """A `.npz` with X [trials, channels, samples] (µV unless `unit` says 'V'/'mV'), y [trials] (int or str),
     ch_names [channels] (str), sfreq (scalar), subject (str scalar). Every key and shape is checked; errors
@@ -141,6 +143,7 @@ def npz_subject(path: str | Path) -> str | None:
         return None
 
 
+@register_reader("-epo.fif", "_epo.fif", "-epo.fif.gz", "_epo.fif.gz")
 def read_epochs_fif(path: str | Path) -> TrialsRecording:
     """mne Epochs (`*-epo.fif`): EEG channels in µV; labels = event names, `events[:, 2]` mapped back
     through `event_id`. Non-EEG channels (EOG, stim, …) are listed in `dropped`."""

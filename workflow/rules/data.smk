@@ -81,6 +81,9 @@ rule preprocess:
 rule patch:
     input:
         preprocessed=rules.preprocess.output[0],
+        # splits (official, by subject) come from the ingest tables beside preprocessed/ (patch's --ingested default)
+        manifest=rules.ingest.output.manifest,
+        events=rules.ingest.output.events,
     output:
         directory(f"{RESULTS}/{{dataset}}/shards"),
     params:

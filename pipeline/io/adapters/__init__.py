@@ -10,28 +10,12 @@ An adapter reads the release's own label sources (folder names, `.rec` files, se
 
 Labels are the release's class names mapped to readable strings (e.g. TUEV 1..6 → "spsw", …). Which
 windows become samples, and the class order, is configured per dataset (`labels:` in config/datasets/).
-Recordings themselves are opened by `pipeline.io.edf.open_recording`, which dispatches on the suffix.
+Adapters register into `pipeline.io.registry` (ADAPTERS by format name; a release's own file format, such
+as SHU-MI's `.mat` or BCIC-IV-2a's GDF labels, into READERS by suffix) when this package is imported;
+recordings are opened by `pipeline.io.readers.open_recording`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable
-
-from pipeline.io.discover import SourceFile
-
-Adapter = Callable[[Path], list[SourceFile]]
-
-ADAPTERS: dict[str, Adapter] = {}
-
-
-def register(name: str) -> Callable[[Adapter], Adapter]:
-    def wrap(fn: Adapter) -> Adapter:
-        ADAPTERS[name] = fn
-        return fn
-
-    return wrap
-
-
-from pipeline.io.adapters import chbmit, eegmat, physionet_mi, tuab, tuev  # noqa: E402,F401  (registration)
-from pipeline.io.adapters import bciciv2a, seedv, shu_mi, user  # noqa: E402,F401  (registration)
+from pipeline.io.adapters import bciciv2a, chbmit, eegmat, physionet_mi, seedv, shu_mi, tuab, tuev, user  # noqa: F401
+from pipeline.io.registry import ADAPTERS  # noqa: F401  (re-exported: the table the imports above fill)

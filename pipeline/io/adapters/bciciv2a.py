@@ -26,16 +26,18 @@ labelled 'EEG-Fz', 'EEG-0' … 'EEG-16', 'EEG-C3', … in the GDF; `gdf_channel_
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.io.adapters import register
-from pipeline.io.adapters._edf_common import release_files
-from pipeline.io.discover import SourceFile, _recording_id
-from pipeline.io.edf import RecordingError
+from pipeline.io.adapters.layout import release_files
+from pipeline.io.mne_reader import MneRecording
+from pipeline.io.recording import RecordingError
+from pipeline.io.registry import register_adapter, register_reader
+from pipeline.io.source import SourceFile, recording_id
 
 LAYOUT = "A0xT.gdf / A0xE.gdf (x = 1..9) + A0xE.mat true labels (next to the GDF, in the root or true_labels/)"
 CLASSES = ("left", "right", "feet", "tongue")  # classlabel 1..4 and cue codes 769..772, in this order
@@ -63,6 +65,19 @@ def gdf_channel_rename(names: Sequence[str]) -> dict[str, str]:
     if set(GDF_LABELS) <= set(names):
         return dict(zip(GDF_LABELS, SITES))
     return {}
+
+
+@register_reader(".gdf")
+def open_gdf(path: Path) -> MneRecording:
+    """Any GDF through mne; the BCIC-IV-2a release labels most electrodes 'EEG-0'..'EEG-16', and where a
+    file's labels are exactly those, they are renamed to the sites the dataset description gives."""
+    rec = MneRecording(path, "gdf")
+    rename = gdf_channel_rename(rec.info.channel_names)
+    if rename:
+        note = "BCIC-IV-2a channel labels renamed to their 10-20 sites (dataset description)"
+        rec.info = dataclasses.replace(rec.info, channel_names=tuple(rename.get(n, n) for n in rec.info.channel_names),
+                                       notes=(*rec.info.notes, note))
+    return rec
 
 
 def label_file(gdf: Path, root: Path) -> Path | None:
@@ -134,7 +149,7 @@ def session_events(gdf: Path, session: str, labels_path: Path | None) -> tuple[t
     return tuple(sorted(cues + rejected))
 
 
-@register("bciciv2a")
+@register_adapter("bciciv2a")
 def bciciv2a(root: Path) -> list[SourceFile]:
     """One SourceFile per `A0x{T,E}.gdf`: subject A0x, session T/E, split train/test, cue events with classes."""
     files, base = release_files(root, "BCIC-IV-2a", LAYOUT, _NAME.match)
@@ -145,6 +160,6 @@ def bciciv2a(root: Path) -> list[SourceFile]:
             raise ValueError(f"{gdf}: not a BCIC-IV-2a file name (expected A0xT.gdf or A0xE.gdf)")
         subject, session = m[1].upper(), m[2].upper()
         events = session_events(gdf, session, label_file(gdf, base))
-        out.append(SourceFile(path=gdf, recording=_recording_id(gdf, base), subject=subject, session=session,
+        out.append(SourceFile(path=gdf, recording=recording_id(gdf, base), subject=subject, session=session,
                               task="motorimagery", split=SPLITS[session], events=events))
     return out

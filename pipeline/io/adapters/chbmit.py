@@ -17,9 +17,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipeline.io.adapters import register
-from pipeline.io.adapters._edf_common import check_root, no_recordings
-from pipeline.io.discover import SourceFile, _recording_id
+from pipeline.io.adapters.layout import check_root, no_recordings
+from pipeline.io.registry import register_adapter
+from pipeline.io.source import SourceFile, recording_id
 
 LAYOUT = "chbNN/chbNN_MM.edf with chbNN/chbNN-summary.txt"
 _SUBJECT_DIR = re.compile(r"chb\d{2}", re.IGNORECASE)
@@ -91,7 +91,7 @@ def _subject_dirs(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and _SUBJECT_DIR.fullmatch(p.name))
 
 
-@register("chbmit")
+@register_adapter("chbmit")
 def chbmit(root: Path) -> list[SourceFile]:
     root = check_root(root, "CHB-MIT", LAYOUT)
     base = root.parent if _SUBJECT_DIR.fullmatch(root.name) else root  # recording ids keep the subject folder
@@ -109,7 +109,7 @@ def chbmit(root: Path) -> list[SourceFile]:
             notes: tuple[str, ...] = ()
             if path.name not in seizures:
                 notes = (f"{path.name} is not listed in {summary.name}: no seizure labels",)
-            out.append(SourceFile(path=path, recording=_recording_id(path, base), subject=folder.name,
+            out.append(SourceFile(path=path, recording=recording_id(path, base), subject=folder.name,
                                   events=seizures.get(path.name, ()), sidecar_notes=notes))
     if not out:
         raise no_recordings(root, "CHB-MIT", LAYOUT, "no chbNN/ folder with .edf files")

@@ -10,16 +10,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipeline.io.adapters import register
-from pipeline.io.adapters._edf_common import check_root, edf_files, no_recordings
-from pipeline.io.discover import SourceFile, _recording_id
+from pipeline.io.adapters.layout import check_root, edf_files, no_recordings
+from pipeline.io.registry import register_adapter
+from pipeline.io.source import SourceFile, recording_id
 
 LAYOUT = "SubjectNN_1.edf (rest) and SubjectNN_2.edf (task)"
 _NAME = re.compile(r"(Subject\d+)_([12])", re.IGNORECASE)
 LABELS = {"1": "rest", "2": "task"}
 
 
-@register("mental_arithmetic")
+@register_adapter("mental_arithmetic")
 def eegmat(root: Path) -> list[SourceFile]:
     root = check_root(root, "EEGMAT", LAYOUT)
     out = []
@@ -28,7 +28,7 @@ def eegmat(root: Path) -> list[SourceFile]:
         if m is None:
             continue
         subject = "Subject" + m.group(1)[len("Subject"):]
-        out.append(SourceFile(path=path, recording=_recording_id(path, root), subject=subject,
+        out.append(SourceFile(path=path, recording=recording_id(path, root), subject=subject,
                               run=m.group(2), label=LABELS[m.group(2)]))
     if not out:
         raise no_recordings(root, "EEGMAT", LAYOUT)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipeline.io.adapters import register
-from pipeline.io.adapters._edf_common import check_root, edf_files, no_recordings
-from pipeline.io.discover import SourceFile, _recording_id
+from pipeline.io.adapters.layout import check_root, edf_files, no_recordings
+from pipeline.io.recording import RecordingError
+from pipeline.io.registry import register_adapter
+from pipeline.io.source import SourceFile, recording_id
 
 LAYOUT = "S###/S###R##.edf (EDF+ with T0/T1/T2 annotations)"
 _NAME = re.compile(r"(S\d{3})R(\d{2})", re.IGNORECASE)
@@ -28,10 +29,10 @@ RUNS: dict[int, tuple[str, dict[str, str]]] = {
 
 def run_events(path: Path, classes: dict[str, str]) -> tuple[tuple[tuple[float, float, str], ...], tuple[str, ...]]:
     """Cue events of one imagery run from its EDF+ annotations, and notes on what was left out."""
-    from pipeline.io.edf import RecordingError, open_recording
+    from pipeline.io.edf import open_edf
 
     try:
-        annotations = open_recording(path).info.annotations
+        annotations = open_edf(path).info.annotations
     except RecordingError as exc:  # ingest rejects the file with the reader's message
         return (), (f"annotations unreadable: {exc}",)
     events, unknown = [], set()
@@ -47,7 +48,7 @@ def run_events(path: Path, classes: dict[str, str]) -> tuple[tuple[tuple[float, 
     return tuple(sorted(events)), notes
 
 
-@register("physionet_mi")
+@register_adapter("physionet_mi")
 def physionet_mi(root: Path) -> list[SourceFile]:
     root = check_root(root, "PhysioNet-MI", LAYOUT)
     out, other_runs = [], 0
@@ -61,7 +62,7 @@ def physionet_mi(root: Path) -> list[SourceFile]:
             continue
         task, classes = RUNS[run]
         events, notes = run_events(path, classes)
-        out.append(SourceFile(path=path, recording=_recording_id(path, root), subject=m.group(1).upper(),
+        out.append(SourceFile(path=path, recording=recording_id(path, root), subject=m.group(1).upper(),
                               task=task, run=f"{run:02d}", events=events, sidecar_notes=notes))
     if not out:
         detail = f"{other_runs} file(s) of other runs, none of imagery runs 4, 6, 8, 10, 12, 14" if other_runs else ""

@@ -22,9 +22,9 @@ import logging
 import re
 from pathlib import Path
 
-from pipeline.io.adapters import register
-from pipeline.io.adapters._edf_common import check_root, no_recordings
-from pipeline.io.discover import SourceFile, _recording_id
+from pipeline.io.adapters.layout import check_root, no_recordings
+from pipeline.io.registry import register_adapter
+from pipeline.io.source import SourceFile, recording_id
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def session_events(session: str) -> tuple[tuple[float, float, str], ...]:
     return tuple((float(s), float(e - s), EMOTIONS[k]) for s, e, k in zip(starts, ends, emotions))
 
 
-@register("seedv")
+@register_adapter("seedv")
 def seedv(root: Path) -> list[SourceFile]:
     """One SourceFile per `<subject>_<session>_<date>.cnt`: subject, session, the session's 15 labelled trials.
 
@@ -77,7 +77,7 @@ def seedv(root: Path) -> list[SourceFile]:
             log.warning("%s: not a SEED-V file name (<subject>_<session 1-3>_<YYYYMMDD>.cnt); skipped", cnt)
             continue
         subject, session = m[1], m[2]
-        out.append(SourceFile(path=cnt, recording=_recording_id(cnt, base), subject=subject, session=session,
+        out.append(SourceFile(path=cnt, recording=recording_id(cnt, base), subject=subject, session=session,
                               task="emotion", events=session_events(session)))
     if not out:
         raise no_recordings(base, "SEED-V", LAYOUT)

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.io.adapters import register
-from pipeline.io.adapters._edf_common import release_files
-from pipeline.io.discover import SourceFile, _recording_id
-from pipeline.io.edf import RecordingError
+from pipeline.io.adapters.layout import release_files
+from pipeline.io.recording import RecordingError
+from pipeline.io.registry import register_adapter, register_reader
+from pipeline.io.source import SourceFile, recording_id
 from pipeline.io.trials import TrialsRecording
 
 LAYOUT = "sub-XXX_ses-XX_task_motorimagery_eeg.mat (data [trials, 32, 1000], labels [1, trials])"
@@ -53,6 +53,7 @@ def _load_mat(path: Path) -> dict[str, np.ndarray]:
             return {k: np.asarray(h5[k]).T for k in ("data", "labels") if k in h5}
 
 
+@register_reader(".mat")
 def read_shu_mat(path: str | Path) -> TrialsRecording:
     """A SHU-MI session file as a TrialsRecording (labels 'left'/'right'); RecordingError naming file and field."""
     path = Path(path)
@@ -78,7 +79,7 @@ def read_shu_mat(path: str | Path) -> TrialsRecording:
                            SFREQ, reader="mat")
 
 
-@register("shu_mi")
+@register_adapter("shu_mi")
 def shu_mi(root: Path) -> list[SourceFile]:
     """One SourceFile per `sub-XXX_ses-XX_task_motorimagery_eeg.mat`: subject XXX, session XX."""
     files, base = release_files(root, "SHU-MI", LAYOUT, _NAME.match)
@@ -87,6 +88,6 @@ def shu_mi(root: Path) -> list[SourceFile]:
         m = _NAME.match(mat.name)
         if m is None:
             raise ValueError(f"{mat}: not a SHU-MI file name (expected {LAYOUT.split(' ')[0]})")
-        out.append(SourceFile(path=mat, recording=_recording_id(mat, base), subject=m[1], session=m[2],
+        out.append(SourceFile(path=mat, recording=recording_id(mat, base), subject=m[1], session=m[2],
                               task="motorimagery"))
     return out

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.io.adapters import register
-from pipeline.io.adapters._edf_common import check_root, edf_files, no_recordings
-from pipeline.io.discover import SourceFile, _recording_id
+from pipeline.io.adapters.layout import check_root, edf_files, no_recordings
+from pipeline.io.registry import register_adapter
+from pipeline.io.source import SourceFile, recording_id
 
 LAYOUT = "edf/{train,eval}/{normal,abnormal}/01_tcp_ar/<subject>_sNNN_tNNN.edf"
 SPLITS = {"train": "train", "eval": "test"}
@@ -28,7 +28,7 @@ def split_and_label(path: Path) -> tuple[str, str] | None:
     return None
 
 
-@register("tuab")
+@register_adapter("tuab")
 def tuab(root: Path) -> list[SourceFile]:
     root = check_root(root, "TUAB", LAYOUT)
     out = []
@@ -41,7 +41,7 @@ def tuab(root: Path) -> list[SourceFile]:
             )
         split, label = found
         session = path.stem.split("_")[1] if path.stem.count("_") >= 2 else ""
-        out.append(SourceFile(path=path, recording=_recording_id(path, root), subject=path.stem.split("_")[0],
+        out.append(SourceFile(path=path, recording=recording_id(path, root), subject=path.stem.split("_")[0],
                               session=session, split=split, label=label))
     if not out:
         raise no_recordings(root, "TUAB", LAYOUT)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from pipeline.io.adapters import register
-from pipeline.io.adapters._edf_common import check_root, edf_files, last_folder_in, no_recordings
-from pipeline.io.discover import SourceFile, _recording_id
+from pipeline.io.adapters.layout import check_root, edf_files, last_folder_in, no_recordings
+from pipeline.io.registry import register_adapter
+from pipeline.io.source import SourceFile, recording_id
 
 LAYOUT = "edf/{train,eval}/<subject>/<subject>_NNNNNNNN.edf + .rec (channel,start_s,stop_s,code)"
 SPLITS = {"train": "train", "eval": "test"}
@@ -44,7 +44,7 @@ def read_rec(path: Path) -> tuple[tuple[float, float, str], ...]:
     return tuple((start, stop - start, CODES[code]) for start, stop, code in sorted(seen))
 
 
-@register("tuev")
+@register_adapter("tuev")
 def tuev(root: Path) -> list[SourceFile]:
     root = check_root(root, "TUEV", LAYOUT)
     out = []
@@ -60,7 +60,7 @@ def tuev(root: Path) -> list[SourceFile]:
             events = read_rec(rec)
         else:
             notes = (f"{rec}: missing, so no events (TUEV labels come from the .rec file)",)
-        out.append(SourceFile(path=path, recording=_recording_id(path, root), subject=path.stem.split("_")[0],
+        out.append(SourceFile(path=path, recording=recording_id(path, root), subject=path.stem.split("_")[0],
                               events=events, sidecar_notes=notes, split=SPLITS[found[1]]))
     if not out:
         raise no_recordings(root, "TUEV", LAYOUT)

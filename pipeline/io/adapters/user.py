@@ -16,9 +16,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipeline.io.adapters import register
-from pipeline.io.adapters._edf_common import check_root, no_recordings
-from pipeline.io.discover import SourceFile, _recording_id
+from pipeline.io.adapters.layout import check_root, no_recordings
+from pipeline.io.registry import register_adapter
+from pipeline.io.source import SourceFile, recording_id
 from pipeline.io.trials import npz_subject
 
 EPOCHS_LAYOUT = "<anything>-epo.fif (mne Epochs; subject from sub-<label> in the name or the file stem)"
@@ -48,18 +48,18 @@ def epochs_fif_files(root: Path, subject_regex: str | None = None) -> list[Sourc
         stem = _EPO_SUFFIX.sub("", path.name)
         m = (pattern.search(path.as_posix()) if pattern else None) or re.search(_BIDS_SUBJECT, path.name)
         subject = m.group(1) if m else stem
-        out.append(SourceFile(path=path, recording=_recording_id(path, base), subject=subject))
+        out.append(SourceFile(path=path, recording=recording_id(path, base), subject=subject))
     return out
 
 
-@register("epochs_fif")
+@register_adapter("epochs_fif")
 def epochs_fif(root: Path) -> list[SourceFile]:
     """`*-epo.fif` files; labels from the epochs' event names (read by the reader)."""
     return epochs_fif_files(root)
 
 
-@register("trials_npz")
+@register_adapter("trials_npz")
 def trials_npz(root: Path) -> list[SourceFile]:
     """`*.npz` trial files; subject from each file's `subject` key."""
     files, base = _files(root, "trials npz", NPZ_LAYOUT, lambda p: p.suffix.lower() == ".npz")
-    return [SourceFile(path=p, recording=_recording_id(p, base), subject=npz_subject(p) or p.stem) for p in files]
+    return [SourceFile(path=p, recording=recording_id(p, base), subject=npz_subject(p) or p.stem) for p in files]

@@ -1,4 +1,4 @@
-"""Helpers shared by the EDF-based release adapters (TUAB, TUEV, CHB-MIT, PhysioNet-MI, EEGMAT)."""
+"""Release-layout helpers the adapters share: root checks, file lists, "no recordings" errors."""
 
 from __future__ import annotations
 

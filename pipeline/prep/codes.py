@@ -1,0 +1,136 @@
+"""Code stores: a trained tokenizer over every window of a dataset's shards.
+
+Per shard: <out>/<shard path>.zarr with `codes` int16 [window, channel, patch, domain, level]
+(−1 at padding channels), keyed by the tokenizer's fingerprint (hash of its config and weights),
+plus <out>/index.parquet (the shards' index) and <out>/fingerprint.json. Codes whose store already
+carries the same fingerprint are reused, not recomputed.
+
+Under Accelerate each process takes whole shards (balanced by window count) and writes them itself
+(each shard is published by its own rename); the main process writes the index and the fingerprint
+after every process is done. The tokenizer runs in eval mode, in fp32, outside autocast, one batch of
+up to `--batch-windows` windows at a time on the process's device: codes do not depend on the batch size,
+the process count or the device's mixed-precision setting (tested).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PRECISION = "fp32"  # of the encoder and the code assignment; recorded in fingerprint.json
+
+
+def assign_shards(sizes: dict[str, int], world_size: int) -> list[list[str]]:
+    """Shards → processes, largest first onto the least-loaded process (deterministic: ties by name, rank)."""
+    loads, out = [0] * world_size, [[] for _ in range(world_size)]
+    for name in sorted(sizes, key=lambda n: (-sizes[n], n)):
+        rank = min(range(world_size), key=lambda r: (loads[r], r))
+        out[rank].append(name)
+        loads[rank] += sizes[name]
+    return out
+
+
+def write_codes(model, fingerprint: str, shards: str | Path, out: str | Path, *, batch_windows: int = 256) -> dict:
+    """Codes of a trained tokenizer (`model`, with its `fingerprint`) for every shard of `shards` (this process's
+    share under Accelerate); the stats on every process."""
+    import polars as pl
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import gather_object
+
+    from pipeline.store.atomic import write_text_atomic
+    from pipeline.store.tables import write_table
+    from pipeline.store.zarr_store import open_group
+    from pipeline.train.device import place
+
+    shards, out = Path(shards), Path(out)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
+    model = place(model, accelerator.device)
+    index = pl.read_parquet(shards / "index.parquet")
+    sizes = dict(index.group_by("shard").len().iter_rows())
+    mine = assign_shards(sizes, accelerator.num_processes)[accelerator.process_index]
+    todo = [n for n in mine if not ((out / n).is_dir() and open_group(out / n).attrs.get("tokenizer_fingerprint")
+                                    == fingerprint)]
+    progress = _Progress(sum(sizes[n] for n in todo), accelerator)
+    for name in todo:
+        _encode_shard(model, shards / name, out / name, fingerprint, batch_windows, accelerator.device, progress)
+    counts = gather_object([(len(mine) - len(todo), len(todo))])
+    stats = {"fingerprint": fingerprint, "domains": list(model.config.domains), "levels": model.config.levels,
+             "codebook_size": model.config.codebook_size, "precision": PRECISION,
+             "reused": sum(r for r, _ in counts), "computed": sum(c for _, c in counts), "windows": index.height,
+             "processes": accelerator.num_processes}
+    if accelerator.is_main_process:
+        write_table(index.to_arrow(), out / "index.parquet")
+        write_text_atomic(out / "fingerprint.json", json.dumps(stats, indent=2))
+        log.info("extract-codes %s: %d shard(s) computed, %d reused, %d process(es) on %s (fingerprint %s)", shards,
+                 stats["computed"], stats["reused"], accelerator.num_processes, accelerator.device, fingerprint)
+    accelerator.wait_for_everyone()
+    return stats
+
+
+def _encode_shard(model, source: Path, dest: Path, fingerprint: str, batch_windows: int, device,
+                  progress: "_Progress") -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    import zarr
+
+    from pipeline.store.atomic import atomic_path
+    from pipeline.store.zarr_store import compressors, open_shard
+    from pipeline.train.device import to_device, to_host
+
+    shard = open_shard(source)
+    n, c, p = shard.x.shape[:3]
+    pin = device.type == "cuda"
+
+    def read(lo: int):
+        # decoded on a thread while the device encodes the previous batch; pinned for an asynchronous copy
+        x = torch.as_tensor(np.asarray(shard.x[lo:lo + batch_windows], dtype=np.float32))
+        ch = torch.as_tensor(np.asarray(shard.ch[lo:lo + batch_windows], dtype=np.int64))
+        return (x.pin_memory(), ch.pin_memory()) if pin else (x, ch)
+
+    with atomic_path(dest, directory=True) as tmp:
+        g = zarr.open_group(store=str(tmp), mode="w", zarr_format=3, attributes={
+            "tokenizer_fingerprint": fingerprint, "domains": list(model.config.domains),
+            "levels": model.config.levels, "codebook_size": model.config.codebook_size, "precision": PRECISION,
+            "source_shard": str(source)})
+        codes = g.create_array("codes", shape=(n, c, p, *model.config.code_shape),
+                               chunks=(min(n, shard.x.chunks[0]), c, p, *model.config.code_shape),
+                               dtype="int16", compressors=compressors("zstd"),
+                               dimension_names=("window", "channel", "patch", "domain", "level"))
+        starts = list(range(0, n, batch_windows))
+        with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
+            pending = pool.submit(read, starts[0]) if starts else None
+            for i, lo in enumerate(starts):
+                x, ch = to_device(pending.result(), device)
+                pending = pool.submit(read, starts[i + 1]) if i + 1 < len(starts) else None
+                with torch.autocast(device.type, enabled=False):
+                    batch_codes = model.encode(x, ch).to(torch.int16)
+                codes[lo:lo + len(x)] = to_host(batch_codes).numpy()
+                progress.update(len(x))
+
+
+class _Progress:
+    """step/total windows, rate and ETA on the main process (every ~30 s and at the end)."""
+
+    def __init__(self, total: int, accelerator, every_s: float = 30.0) -> None:
+        self.total, self.done, self.every_s = total, 0, every_s
+        self.main = accelerator.is_main_process
+        self.world = accelerator.num_processes
+        self.t0 = self.last = time.monotonic()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.main and (now - self.last >= self.every_s or self.done >= self.total):
+            rate = self.done / max(now - self.t0, 1e-9)
+            eta = (self.total - self.done) / max(rate, 1e-9)
+            log.info("extract-codes: %d/%d windows of this process (%.0f windows/s, ~%.0f on %d process(es)), "
+                     "ETA %.0f s", self.done, self.total, rate, rate * self.world, self.world, eta)
+            self.last = now
