@@ -106,3 +106,89 @@ def test_paths_with_spaces_and_shell_syntax_stay_one_argument(tmp_path: Path):
     assert proc.returncode == 0, output(proc)[-3000:]
     assert (work / target).is_file()
     assert not list(work.rglob("INJECTED")) and not (ROOT / "INJECTED").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# the demo fetcher: archives confined to the cache, wheels with a wrong hash deleted
+
+
+def _wheel(path: Path, members: dict[str, bytes]) -> str:
+    import hashlib
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _source(sha: str, members, requirement: str = "evilpkg==1.0"):
+    from pipeline.config import WheelSource
+
+    return WheelSource(requirement=requirement, sha256=sha, members=tuple(members))
+
+
+def test_an_archive_member_that_climbs_out_of_the_cache_is_refused(tmp_path: Path):
+    from pipeline.stages.common import StageFailed
+    from pipeline.stages.fetch_demo import fetch_demo
+
+    cache = tmp_path / "a" / "b" / "cache"
+    (cache / "wheels").mkdir(parents=True)
+    sha = _wheel(cache / "wheels" / "evilpkg-1.0-py3-none-any.whl",
+                 {"evilpkg/data/ok.edf": b"fine", "evilpkg/data/../../../../../escaped.txt": b"pwned"})
+    with pytest.raises(StageFailed, match=r"member 'evilpkg/data/\.\./\.\./\.\./\.\./\.\./escaped\.txt'.*outside"):
+        fetch_demo({"evil": _source(sha, [("evilpkg/data", "evil")])}, cache)
+    assert not list(tmp_path.rglob("escaped.txt"))
+    assert not (cache / "demo" / "fetched.json").exists()
+
+
+@pytest.mark.parametrize("to, why", [("/tmp/sec13-evil", "absolute path"), ("../../outside", "outside the cache")])
+def test_a_to_outside_the_cache_is_refused_before_extracting(tmp_path: Path, to: str, why: str):
+    from pipeline.stages.common import StageFailed
+    from pipeline.stages.fetch_demo import fetch_demo
+
+    cache = tmp_path / "cache"
+    (cache / "wheels").mkdir(parents=True)
+    sha = _wheel(cache / "wheels" / "evilpkg-1.0-py3-none-any.whl", {"evilpkg/data/ok.edf": b"fine"})
+    with pytest.raises(StageFailed, match=f"`to: {to}`.*{why}"):
+        fetch_demo({"evil": _source(sha, [("evilpkg/data", to)])}, cache)
+    assert not list(tmp_path.rglob("ok.edf")) and not Path("/tmp/sec13-evil").exists()
+
+
+def test_a_confined_archive_extracts_and_lists_its_files(tmp_path: Path):
+    import json
+
+    from pipeline.stages.fetch_demo import fetch_demo
+
+    cache = tmp_path / "cache"
+    (cache / "wheels").mkdir(parents=True)
+    sha = _wheel(cache / "wheels" / "evilpkg-1.0-py3-none-any.whl",
+                 {"evilpkg/data/sub/ok.edf": b"fine", "evilpkg/data/x/../y.edf": b"inside"})
+    stamp = fetch_demo({"good": _source(sha, [("evilpkg/data", "good")])}, cache)
+    files = json.loads(stamp.read_text())["good"]["files"]
+    assert sorted(files) == ["good/sub/ok.edf", "good/y.edf"]
+    assert (cache / "demo" / "good" / "y.edf").read_bytes() == b"inside"
+
+
+def test_a_wheel_with_the_wrong_hash_is_deleted(tmp_path: Path, monkeypatch):
+    """A cached file of the pinned version with another hash, and the file an index serves instead of the pinned
+    one: neither is used, neither stays in the cache."""
+    import subprocess
+
+    from pipeline.stages import fetch_demo as fd
+    from pipeline.stages.common import StageFailed
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    good = _wheel(tmp_path / "good.whl", {"evilpkg/data/ok.edf": b"fine"})
+    _wheel(wheels / "evilpkg-1.0-py3-none-any.whl", {"evilpkg/data/ok.edf": b"tampered"})
+    _wheel(wheels / "evilpkg-2.0-py3-none-any.whl", {"evilpkg/data/ok.edf": b"another version, kept"})
+
+    def fake_pip(cmd, **kwargs):  # the index serves a tampered file under the pinned name
+        _wheel(wheels / "evilpkg-1.0-py3-none-any.whl", {"evilpkg/data/ok.edf": b"served tampered"})
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(fd.subprocess, "run", fake_pip)
+    with pytest.raises(StageFailed, match=r"evilpkg==1\.0: downloaded wheel\(s\) have sha256 .*deleted"):
+        fd.fetch_wheel(_source(good, []), wheels)
+    assert sorted(p.name for p in wheels.iterdir()) == ["evilpkg-2.0-py3-none-any.whl"]
