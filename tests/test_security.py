@@ -4,6 +4,7 @@ Each test is a probe that failed before its fix."""
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
@@ -192,3 +193,201 @@ def test_a_wheel_with_the_wrong_hash_is_deleted(tmp_path: Path, monkeypatch):
     with pytest.raises(StageFailed, match=r"evilpkg==1\.0: downloaded wheel\(s\) have sha256 .*deleted"):
         fd.fetch_wheel(_source(good, []), wheels)
     assert sorted(p.name for p in wheels.iterdir()) == ["evilpkg-2.0-py3-none-any.whl"]
+
+
+# ---------------------------------------------------------------------------------------------
+# model files: crafted or damaged files fail in one line naming the file, before anything is allocated
+
+
+def _tiny_tokenizer():
+    import torch
+
+    from pipeline.models.config import TokenizerConfig
+    from pipeline.models.tokenizer import build_tokenizer
+
+    torch.manual_seed(0)
+    cfg = TokenizerConfig.demo("ddrvq", codebook_size=64)
+    return build_tokenizer(cfg), cfg.to_dict()
+
+
+def _tiny_pretrain():
+    import torch
+
+    from pipeline.models.backbone import BackboneConfig
+    from pipeline.models.pretrain import PretrainConfig, PretrainModel
+
+    torch.manual_seed(0)
+    cfg = PretrainConfig(backbone=BackboneConfig.demo(embed_dim=32, depth=1, heads=4), codebook_size=16)
+    return PretrainModel(cfg), cfg.to_dict()
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> dict[str, Path]:
+    from pipeline.store import model_file
+
+    root = tmp_path_factory.mktemp("published")
+    model, cfg = _tiny_tokenizer()
+    model_file.publish(model, root / "tokenizer", kind="tokenizer", config=cfg)
+    model, cfg = _tiny_pretrain()
+    model_file.publish(model, root / "pretrain", kind="pretrain", config=cfg, extra={"tokenizer_fingerprint": "t"})
+    return {"tokenizer": root / "tokenizer" / "model.safetensors", "pretrain": root / "pretrain" / "model.safetensors"}
+
+
+def _crafted(src: Path, dst: Path, *, config: dict | None = None, raw_config: str | None = None, **metadata) -> Path:
+    """A copy of model file `src` with its metadata changed (weights untouched)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(src), framework="pt") as fh:
+        meta = dict(fh.metadata())
+    if config is not None:
+        meta["config"] = json.dumps({**json.loads(meta["config"]), **config})
+    if raw_config is not None:
+        meta["config"] = raw_config
+    meta.update(metadata)
+    meta = {k: v for k, v in meta.items() if v is not None}
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    save_file(load_file(str(src)), str(dst), metadata=meta)
+    return dst
+
+
+def _refused(path: Path, kind: str, match: str, load=None) -> str:
+    from pipeline.store import model_file
+
+    with pytest.raises(model_file.ModelFileError) as err:
+        (load or model_file.load)(path, kind)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{path}: "), message
+    assert re.search(match, message), message
+    return message
+
+
+def test_a_published_model_file_loads_and_is_readable_by_the_team(published):
+    import os
+    import stat
+
+    from pipeline.store import model_file
+
+    for kind, path in published.items():
+        model, info = model_file.load(path, kind)
+        assert info.kind == kind and len(info.fingerprint) == 16
+        mask = os.umask(0o022)
+        os.umask(mask)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask  # 0644 under the usual umask, not 0600
+
+
+def test_a_huge_size_is_refused_before_any_allocation(published, tmp_path: Path):
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    path = _crafted(published["tokenizer"], tmp_path / "huge.safetensors", config={"vocab_size": 50_000_000})
+    _refused(path, "tokenizer", r"config\.vocab_size = 50000000 is larger than any dimension of the file's weights")
+    path = _crafted(published["pretrain"], tmp_path / "huge-pt.safetensors", config={"codebook_size": 50_000_000})
+    _refused(path, "pretrain", r"codebook_size = 50000000 is larger than any dimension")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing like 12.8 GB
+
+
+def test_a_size_within_bounds_that_the_weights_do_not_have_is_refused(published, tmp_path: Path):
+    path = _crafted(published["tokenizer"], tmp_path / "small.safetensors", config={"codebook_size": 32})
+    _refused(path, "tokenizer", r"tensor '.*' has shape \[64, .*\] but its config implies \[32, ")
+    path = _crafted(published["pretrain"], tmp_path / "deeper.safetensors",
+                    config={"backbone": {"embed_dim": 32, "depth": 2, "heads": 4, "vocab_size": 512,
+                                         "patch_size": 200, "max_patches": 64, "mlp_ratio": 4.0, "qkv_bias": True,
+                                         "conv_channels": 8, "pos_init_std": 0.3, "time_bias_max_slope": 2.0}})
+    _refused(path, "pretrain", r"weights do not match its config \(\d+ missing, 0 unexpected")
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"codebook_size": "64"}, r"config\.codebook_size: expected int, got '64'"),
+    ({"l2_normalize": 1}, r"config\.l2_normalize: expected bool, got 1"),
+    ({"depth": 2.5}, r"config\.depth: expected int, got 2\.5"),
+    ({"codebok_size": 64}, r"unknown TokenizerConfig keys"),
+])
+def test_a_wrong_type_in_the_config_is_one_line(published, tmp_path: Path, change, match):
+    path = _crafted(published["tokenizer"], tmp_path / "typed.safetensors", config=change)
+    _refused(path, "tokenizer", r"metadata config is invalid \(" + match)
+
+
+def test_a_config_that_is_not_json_is_one_line(published, tmp_path: Path):
+    path = _crafted(published["tokenizer"], tmp_path / "json.safetensors", raw_config="{not json")
+    _refused(path, "tokenizer", r"metadata config is invalid")
+
+
+@pytest.mark.parametrize("keep", [0, 5, 100, 0.5, -1])
+def test_a_truncated_or_foreign_file_is_one_line(published, tmp_path: Path, keep):
+    data = published["tokenizer"].read_bytes()
+    path = tmp_path / "cut.safetensors"
+    path.write_bytes(data[: int(len(data) * keep) if isinstance(keep, float) else keep if keep >= 0 else len(data) - 1])
+    _refused(path, "tokenizer", r"not a readable safetensors file .*copy it again or re-publish it")
+    path.write_bytes(b"\xff" * 8 + b"{}")  # a header length of 2^64 - 1
+    _refused(path, "tokenizer", r"not a readable safetensors file")
+
+
+def test_a_forged_fingerprint_is_refused(published, tmp_path: Path):
+    from pipeline.store import model_file
+
+    for kind, src in published.items():
+        path = _crafted(src, tmp_path / f"forged-{kind}.safetensors", fingerprint="deadbeefdeadbeef")
+        _refused(path, kind, r"recorded fingerprint deadbeefdeadbeef does not match its config and weights")
+        _refused(path, kind, r"recorded fingerprint deadbeef", load=model_file.verified_fingerprint)
+
+
+def test_altered_weights_under_a_true_looking_fingerprint_are_refused(published, tmp_path: Path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(published["tokenizer"]), framework="pt") as fh:
+        meta = dict(fh.metadata())
+    tensors = load_file(str(published["tokenizer"]))
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1
+    save_file(tensors, str(tmp_path / "altered.safetensors"), metadata=meta)
+    _refused(tmp_path / "altered.safetensors", "tokenizer", r"does not match its config and weights")
+
+
+def test_a_file_of_the_wrong_kind_names_both_kinds(published, tmp_path: Path):
+    _refused(published["pretrain"], "tokenizer", r"a pretrain model file, but a tokenizer model file is needed")
+    _refused(published["tokenizer"], "pretrain", r"a tokenizer model file, but a pretrain model file is needed")
+    untagged = _crafted(published["tokenizer"], tmp_path / "untagged.safetensors", kind=None)
+    _refused(untagged, "tokenizer", r"a file without a kind tag")
+
+
+def test_the_stages_refuse_a_forged_tokenizer_in_one_line(published, tmp_path: Path, demo_shards):
+    """extract-codes and pretraining's tokenizer check run the module's checks: rc 1, `error: <file>: …`."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "forged"
+    _crafted(published["tokenizer"], folder / "model.safetensors", fingerprint="deadbeefdeadbeef")
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "extract-codes", str(demo_shards[1]), "--tokenizer",
+                           str(folder), "--out", str(tmp_path / "codes")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {folder / 'model.safetensors'}: recorded "
+                                                           "fingerprint deadbeefdeadbeef does not match")
+    assert not (tmp_path / "codes").exists()
+    from pipeline.stages.pretrain import tokenizer_fingerprint
+    from pipeline.store.model_file import ModelFileError
+
+    with pytest.raises(ModelFileError, match="deadbeefdeadbeef does not match"):
+        tokenizer_fingerprint(folder)
+
+
+def test_embed_and_fine_tuning_refuse_a_forged_model_before_the_data_work(published, tmp_path: Path):
+    from pipeline.stages.common import StageFailed
+    from pipeline.stages.embed import embed
+    from pipeline.train.pretrain import load_pretrained_folder
+    from pipeline.store.model_file import ModelFileError
+
+    forged = _crafted(published["pretrain"], tmp_path / "forged" / "model.safetensors", fingerprint="deadbeefdeadbeef")
+    # the source does not exist: the model must be refused before anything reads it
+    with pytest.raises(StageFailed, match=r"--model .*: .*recorded fingerprint deadbeefdeadbeef does not match"):
+        embed(tmp_path / "no-such-recordings", forged.parent, tmp_path / "out.parquet")
+    with pytest.raises(ModelFileError, match="deadbeefdeadbeef"):
+        load_pretrained_folder(forged.parent)
+    truncated = tmp_path / "cut" / "model.safetensors"
+    truncated.parent.mkdir()
+    truncated.write_bytes(published["pretrain"].read_bytes()[:1000])
+    with pytest.raises(StageFailed, match=r"not a readable safetensors file"):
+        embed(tmp_path / "no-such-recordings", truncated.parent, tmp_path / "out.parquet")
