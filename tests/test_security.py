@@ -391,3 +391,163 @@ def test_embed_and_fine_tuning_refuse_a_forged_model_before_the_data_work(publis
     truncated.write_bytes(published["pretrain"].read_bytes()[:1000])
     with pytest.raises(StageFailed, match=r"not a readable safetensors file"):
         embed(tmp_path / "no-such-recordings", truncated.parent, tmp_path / "out.parquet")
+
+
+# ---------------------------------------------------------------------------------------------
+# partial copies: a store missing files is rebuilt (or refused), never read as zeros
+
+
+@pytest.fixture()
+def physionet_store(demo_corpus: Path, tmp_path: Path) -> Path:
+    from pipeline.config import IngestConfig, MontageConfig, PreprocessConfig
+    from pipeline.stages.ingest import ingest
+    from pipeline.stages.preprocess import preprocess
+    from pipeline.stages.standardize import standardize
+
+    d = tmp_path / "physionet"
+    ingest(demo_corpus / "physionet", d, cfg=IngestConfig(min_duration_s=10))
+    standardize(d / "manifest.parquet", d / "montage.parquet", MontageConfig())
+    preprocess(d / "montage.parquet", d / "preprocessed", PreprocessConfig(mains=None, l_freq=1.0))
+    return d
+
+
+def _patch(d: Path, out: str):
+    from pipeline.config import PatchConfig, PatchSettings
+    from pipeline.stages.patch import patch
+
+    patch(d / "preprocessed", d / out, PatchSettings(patch=PatchConfig(window_s=10, chunk_windows=4)))
+    return d / out
+
+
+def _windows(shards: Path):
+    import numpy as np
+
+    from pipeline.store.zarr_store import open_shard
+
+    return np.concatenate([open_shard(p).x[...] for p in sorted(shards.glob("*/part-*.zarr"))])
+
+
+def _signal_chunks(store: Path) -> list[Path]:
+    return sorted(p for p in (store / "signal").rglob("*") if p.is_file() and p.name != "zarr.json")
+
+
+def test_a_partial_copy_of_a_preprocessed_store_is_rebuilt_not_read_as_zeros(physionet_store: Path, caplog):
+    import numpy as np
+
+    from pipeline.config import PreprocessConfig
+    from pipeline.stages.preprocess import preprocess
+
+    d = physionet_store
+    reference = _windows(_patch(d, "shards-before"))
+    store = next((d / "preprocessed").glob("*.zarr"))
+    chunks = _signal_chunks(store)
+    assert len(chunks) >= 2
+    for chunk in chunks[1:]:  # a partial rsync: all but the first signal chunk lost
+        chunk.unlink()
+    with pytest.raises(Exception, match=r"preprocessed store is incomplete \(\d+ of \d+ file\(s\) missing"):
+        _patch(d, "shards-partial")  # patch refuses the partial store instead of writing zero windows
+    with caplog.at_level("WARNING"):
+        preprocess(d / "montage.parquet", d / "preprocessed", PreprocessConfig(mains=None, l_freq=1.0))
+    assert any("is incomplete, rebuilding it" in r.getMessage() and store.name in r.getMessage()
+               for r in caplog.records)
+    assert len(_signal_chunks(store)) == len(chunks)
+    after = _windows(_patch(d, "shards-after"))
+    np.testing.assert_array_equal(after, reference)
+    assert not np.any(np.all(after.reshape(len(after), -1) == 0, axis=1))  # no all-zero window
+
+
+def test_partial_shard_folders_are_rebuilt(physionet_store: Path, caplog):
+    import numpy as np
+
+    d = physionet_store
+    shards = _patch(d, "shards")
+    reference = _windows(shards)
+    part = next(shards.glob("*/part-*.zarr"))
+    victim = sorted(p for p in (part / "x").rglob("*") if p.is_file() and p.name != "zarr.json")[-1]
+    victim.write_bytes(victim.read_bytes()[:10])  # truncated by an interrupted copy
+    with caplog.at_level("WARNING"):
+        _patch(d, "shards")
+    assert any("shards of" in r.getMessage() and "of another size" in r.getMessage() for r in caplog.records)
+    np.testing.assert_array_equal(_windows(shards), reference)
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic publishing: temporaries per writer, folder swaps, metrics logs
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_live_writers_temporary_survives_another_writer(tmp_path: Path):
+    import subprocess
+
+    from pipeline.store.atomic import _HOST, atomic_path, remove_stale, write_text_atomic
+
+    target = tmp_path / "out.json"
+    # a concurrent writer in this process: the second writer must not delete the first one's temporary
+    with atomic_path(target) as first:
+        first.write_text("first")
+        write_text_atomic(target, "second")
+    assert target.read_text() == "first"
+    # another live process's temporary stays; a dead writer's goes (this host's, or an old name without host)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        live = tmp_path / f"out.json.tmp-{_HOST}-{sleeper.pid}-0123abcd"
+        dead = tmp_path / f"out.json.tmp-{_HOST}-{_dead_pid()}-0123abcd"
+        legacy = tmp_path / f"out.json.tmp-{_dead_pid()}-89abcdef"
+        other_host = tmp_path / "out.json.tmp-elsewhere-1-0123abcd"
+        for p in (live, dead, legacy, other_host):
+            p.write_text("x")
+        (tmp_path / "out.json.tmp-dir").mkdir()  # not a temporary name of ours: never touched
+        remove_stale(target)
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            ["out.json", live.name, other_host.name, "out.json.tmp-dir"])
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_replacing_a_folder_never_leaves_the_path_missing(tmp_path: Path, monkeypatch):
+    import os
+
+    from pipeline.store import atomic
+
+    target = tmp_path / "store"
+    with atomic.atomic_path(target, directory=True) as tmp:
+        (tmp / "a").write_text("old")
+    seen_missing = []
+    real_replace = os.replace
+
+    def watched(src, dst, *args, **kwargs):  # after every rename: is the published path there?
+        real_replace(src, dst, *args, **kwargs)
+        seen_missing.append(not target.is_dir())
+
+    monkeypatch.setattr(os, "replace", watched)
+    for i in range(3):
+        with atomic.atomic_path(target, directory=True) as tmp:
+            (tmp / "a").write_text(f"new {i}")
+        assert (target / "a").read_text() == f"new {i}"
+    assert not any(seen_missing)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]  # the old folder is gone, no temporaries
+
+
+def test_a_torn_metrics_line_is_dropped_and_a_damaged_one_named(tmp_path: Path, caplog):
+    from pipeline.store.jsonl import JsonlError
+    from pipeline.train.metrics import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.5}\n{"step": 3, "lo')  # killed mid-append
+    inode = path.stat().st_ino
+    with caplog.at_level("WARNING"):
+        log = MetricsLog(path, resume_from_step=2)
+    assert any(str(path) in r.getMessage() and "line 3 is cut short" in r.getMessage() for r in caplog.records)
+    assert log.read() == [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}]
+    assert path.stat().st_ino != inode  # rewritten by a rename, not in place
+    path.write_text('{"step": 1}\n{"step": 2,, }\n{"step": 3}\n')
+    with pytest.raises(JsonlError, match=rf"^{re.escape(str(path))}: line 2 is not valid JSON"):
+        MetricsLog(path, resume_from_step=3)
