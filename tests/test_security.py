@@ -551,3 +551,53 @@ def test_a_torn_metrics_line_is_dropped_and_a_damaged_one_named(tmp_path: Path, 
     path.write_text('{"step": 1}\n{"step": 2,, }\n{"step": 3}\n')
     with pytest.raises(JsonlError, match=rf"^{re.escape(str(path))}: line 2 is not valid JSON"):
         MetricsLog(path, resume_from_step=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# relocation: a finished project moved elsewhere (checkout, venv, workdir) plans nothing
+
+
+def _moved_venv(dst: Path) -> Path:
+    """An interpreter at another path running the same environment (what moving or re-creating the venv gives):
+    dst/bin/python with its own pyvenv.cfg, the site-packages linked."""
+    import os
+    import sys
+    import sysconfig
+
+    prefix = Path(sys.prefix)
+    site = Path(sysconfig.get_paths()["purelib"])
+    (dst / "bin").mkdir(parents=True)
+    (dst / "pyvenv.cfg").write_text((prefix / "pyvenv.cfg").read_text())
+    (dst / "bin" / "python").symlink_to(os.path.realpath(sys.executable))
+    (dst / site.relative_to(prefix)).parent.mkdir(parents=True)
+    (dst / site.relative_to(prefix)).symlink_to(site, target_is_directory=True)
+    return dst / "bin" / "python"
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("tiny_dag")  # the worker that holds the finished DAG (test_operations.py)
+def test_a_moved_checkout_venv_and_workdir_plan_nothing(finished, tmp_path: Path):
+    """Params hold what changes results, not where the project lives: the finished tiny DAG, its checkout and its
+    interpreter copied under another path (with a space) dry-run to nothing — before, 18 jobs (the interpreter
+    path was in the torch rules' params, the checkout path in the tables' inputs)."""
+    import shutil
+    import subprocess
+
+    from workflow_helpers import copy_workdir, nothing_to_do, planned_jobs
+
+    moved = tmp_path / "moved project"
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout.splitlines()
+    for rel in listed:
+        if (ROOT / rel).is_file():
+            (moved / "checkout" / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, moved / "checkout" / rel)
+    work = copy_workdir(finished.workdir, moved / "work")
+    python = _moved_venv(moved / "venv")
+    assert subprocess.run([str(python), "-c", "import sys, snakemake; print(sys.executable)"], capture_output=True,
+                          text=True, check=True).stdout.strip() == str(python)
+    proc = subprocess.run([str(python), "-m", "snakemake", "--snakefile", str(moved / "checkout" / "Snakefile"),
+                           "--directory", str(work), "--cores", "2", "all", "-n", "--configfile",
+                           str(moved / "checkout" / ".test" / "config.yaml")],
+                          capture_output=True, text=True, cwd=moved / "checkout", timeout=300)
+    assert nothing_to_do(proc), [(j["rule"], j["reason"]) for j in planned_jobs(proc)] or output(proc)[-3000:]
