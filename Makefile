@@ -20,8 +20,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
+# --rerun-incomplete: after a killed run (a closed laptop, kill -9), the jobs that were running are redone instead of
+# stopping the next `make demo` with IncompleteFilesException (the profiles set the same).
 demo: $(VENV)/.installed
-	$(VENV)/bin/snakemake all --cores $(CORES) --printshellcmds --configfile config/demo.yaml
+	$(VENV)/bin/snakemake all --cores $(CORES) --printshellcmds --rerun-incomplete --configfile config/demo.yaml
 
 # Two pytest workers (pytest-xdist): most slow tests wait on subprocesses (Snakemake, torchrun, SLURM) half the
 # time. Tests that share one finished workdir carry one xdist_group mark and run on one worker.
@@ -43,4 +45,4 @@ clean-demo:
 # read as user data, with no fetch rule in front of it), then every rule, into results/test/.
 test-dag: $(VENV)/.installed
 	$(VENV)/bin/snakemake fetch_demo_corpus --cores $(CORES) --configfile .test/config.yaml
-	$(VENV)/bin/snakemake all --cores $(CORES) --printshellcmds --configfile .test/config.yaml
+	$(VENV)/bin/snakemake all --cores $(CORES) --printshellcmds --rerun-incomplete --configfile .test/config.yaml

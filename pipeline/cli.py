@@ -43,6 +43,8 @@ def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from pipeline.config import ConfigError
     from pipeline.stages.common import StageFailed
+    from pipeline.store.jsonl import JsonlError
+    from pipeline.store.model_file import ModelFileError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     stage = next((a for a in argv if not a.startswith("-")), None)
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                 args._module.main(args)
         else:
             args._module.main(args)
-    except (StageFailed, ConfigError) as exc:
+    except (StageFailed, ConfigError, ModelFileError, JsonlError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

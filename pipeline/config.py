@@ -14,6 +14,7 @@ import collections.abc
 import dataclasses
 import difflib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +37,21 @@ class ConfigError(ValueError):
 # reads 1 s patches of 200 samples: these two settings exist to be explicit, and other values are refused.
 SFREQ = 200.0
 PATCH_LEN = 200
+
+# Names that become folder names, wildcards and shell arguments (datasets, runs, ablations, demo wheels, the
+# tokenizer): a letter or digit first (no hidden folders, no `..`, no option-like `-x`), then letters, digits,
+# `_ . -`. Dataset files are meant to be shared, so a name is data from elsewhere: nothing that a shell, a path or
+# a regex would read as syntax gets through. The schema holds the same pattern (a test keeps them equal).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_NAME = re.compile(NAME_PATTERN)
+
+
+def check_name(name: Any, where: str) -> str:
+    """`name` when it is a safe name; ConfigError naming it and the rule otherwise."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(f"{where}: name {name!r} is not allowed — names start with a letter or digit and use only "
+                          "letters, digits, '_', '.' and '-' (at most 64 characters); rename it")
+    return name
 
 
 @dataclass(frozen=True)
@@ -557,6 +573,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path | None = None) -> Pip
     _fixed_values({k: from_mapping(cls, defaults[k], k) for k, cls in _DEFAULT_SECTIONS.items()}, "")
     datasets = {}
     for name, entry in dict(raw.get("datasets") or {}).items():
+        check_name(name, f"datasets.{name}")
         if not isinstance(entry, Mapping):
             raise ConfigError(f"datasets.{name}: expected a mapping, got {entry!r}")
         entry = dict(entry)
@@ -573,6 +590,8 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path | None = None) -> Pip
         datasets[name] = ds
     if not datasets:
         raise ConfigError("datasets: at least one dataset is required")
+    for name in dict(raw.get("demo_corpus") or {}):
+        check_name(name, f"demo_corpus.{name}")
     wheels = {
         name: from_mapping(
             WheelSource,
@@ -591,7 +610,10 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path | None = None) -> Pip
         pretrain=from_mapping(PretrainSection, raw.get("pretrain"), "pretrain"),
         finetune=from_mapping(FinetuneSection, raw.get("finetune"), "finetune"),
     )
+    check_name(cfg.tokenizer.name, "tokenizer.name")
+    check_name(cfg.pretrain.name, "pretrain.name")
     for run in cfg.pretrain.ablations:
+        check_name(run, f"pretrain.ablations.{run}")
         cfg.pretrain.ablation(run)  # its mask must be valid too
     for method in cfg.finetune.methods:
         run = method.split(":", 1)[1] if method.startswith("ablation:") else None

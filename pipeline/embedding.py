@@ -30,17 +30,15 @@ def _device(name: str):
 
 
 def load_backbone(model: str | Path):
-    """(backbone in eval mode, fingerprint, safetensors metadata) of a pretrained model."""
-    from pipeline.store.fingerprint import weights_fingerprint
-    from pipeline.train.checkpoint import state_tensors
+    """(backbone in eval mode, fingerprint, safetensors metadata) of a pretrained model, checked on load
+    (pipeline.store.model_file): a file of the wrong kind, altered or truncated is one line naming it."""
     from pipeline.train.pretrain import load_pretrained_folder
 
     try:
         pretrained, meta = load_pretrained_folder(model)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         raise StageFailed(f"--model {model}: {exc}") from None
-    fingerprint = meta.get("fingerprint") or weights_fingerprint(json.loads(meta["config"]), state_tensors(pretrained))
-    return pretrained.backbone.eval(), fingerprint, meta
+    return pretrained.backbone.eval(), meta["fingerprint"], meta  # the fingerprint: verified on load
 
 
 def embed_windows(backbone, shards: Path, *, batch_windows: int = 16, device: str = "auto") -> tuple[pa.Table, Any]:
@@ -120,11 +118,11 @@ def embed(source: str | Path, model: str | Path, out: str | Path, *, settings: P
     weights = Path(model) / "model.safetensors" if Path(model).is_dir() else Path(model)
     if not weights.is_file():  # fail fast, before the data work (and without importing torch)
         raise StageFailed(f"--model {model}: no pretrained model at {weights} (run pretrain first)")
+    backbone, fingerprint, meta = load_backbone(weights)  # checked before the data work: a bad file fails first
     with tempfile.TemporaryDirectory(prefix="embed-") if keep_work is None else KeptFolder(keep_work) as work:
         log.info("embed: work folder %s", work)
         data = prepare(source, work, settings, fmt=fmt)
         report_rejections(data.rejected, data.notes)
-        backbone, fingerprint, meta = load_backbone(weights)
         index, vectors = embed_windows(backbone, data.shards, batch_windows=batch_windows, device=device)
     if len(vectors) == 0:
         raise StageFailed(f"{source}: no window was embedded")

@@ -119,19 +119,16 @@ def test_leakage_guard_stops_on_a_planted_overlap(face_house: Path):
 
 
 def _tiny_pretrained(folder: Path, **backbone) -> Path:
-    from safetensors.torch import save_file
-
     from pipeline.models.pretrain import PretrainConfig, PretrainModel
     from pipeline.montage import load_vocabulary
-    from pipeline.train.checkpoint import state_tensors
+    from pipeline.store import model_file
 
     torch.manual_seed(0)
     cfg = PretrainConfig(backbone=BackboneConfig.demo(vocab_size=len(load_vocabulary()), embed_dim=32, depth=2,
                                                       heads=4, **backbone), codebook_size=16)
     folder.mkdir(parents=True)
-    save_file(state_tensors(PretrainModel(cfg)), str(folder / "model.safetensors"),
-              metadata={"config": json.dumps(cfg.to_dict()), "fingerprint": "tiny", "kind": "pretrain",
-                        "tokenizer_fingerprint": "none"})
+    model_file.publish(PretrainModel(cfg), folder, kind="pretrain", config=cfg.to_dict(),
+                       extra={"tokenizer_fingerprint": "none"})
     (folder / "metrics.json").write_text(json.dumps({"corpus": []}))
     return folder
 

@@ -45,6 +45,7 @@ def write_codes(model, fingerprint: str, shards: str | Path, out: str | Path, *,
     from accelerate.utils import gather_object
 
     from pipeline.store.atomic import write_text_atomic
+    from pipeline.store.manifest import reusable
     from pipeline.store.tables import write_table
     from pipeline.store.zarr_store import open_group
     from pipeline.train.device import place
@@ -56,7 +57,7 @@ def write_codes(model, fingerprint: str, shards: str | Path, out: str | Path, *,
     sizes = dict(index.group_by("shard").len().iter_rows())
     mine = assign_shards(sizes, accelerator.num_processes)[accelerator.process_index]
     todo = [n for n in mine if not ((out / n).is_dir() and open_group(out / n).attrs.get("tokenizer_fingerprint")
-                                    == fingerprint)]
+                                    == fingerprint and reusable(out / n, "code store"))]
     progress = _Progress(sum(sizes[n] for n in todo), accelerator)
     for name in todo:
         _encode_shard(model, shards / name, out / name, fingerprint, batch_windows, accelerator.device, progress)

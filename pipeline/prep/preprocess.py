@@ -33,6 +33,7 @@ from pipeline.signal.filters import notch_harmonics
 from pipeline.signal.quality import bad_seconds, channel_mask
 from pipeline.signal.stream import PreprocessSpec, StreamingPreprocessor
 from pipeline.store.fingerprint import settings_hash
+from pipeline.store.manifest import reusable
 from pipeline.store.tables import PREPROCESS_SCHEMA, read_rows, write_rows
 from pipeline.store.zarr_store import create_signal, new_group, open_group, write_small
 
@@ -93,7 +94,7 @@ def preprocess_recording(row: dict, *, out: str, cfg: PreprocessConfig, strict: 
     if store.is_dir():
         try:
             old = open_group(store)
-            if old.attrs.get("fingerprint") == fingerprint:
+            if old.attrs.get("fingerprint") == fingerprint and reusable(store, "preprocessed store"):
                 log.info("%s: preprocessed store up to date, reused", rec)
                 return {**result, **old.attrs["summary"]}
         except Exception as exc:  # an unreadable old store is simply rebuilt

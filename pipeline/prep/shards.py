@@ -27,6 +27,7 @@ from pipeline.prep.windows import plan_labelled_windows, plan_windows
 from pipeline.signal.importance import FEATURE_NAMES, patch_features
 from pipeline.store.atomic import atomic_path
 from pipeline.store.fingerprint import settings_hash
+from pipeline.store.manifest import problem, reusable
 from pipeline.store.tables import INDEX_SCHEMA, read_rows, table_from_rows, write_table
 from pipeline.store.zarr_store import ShardLayout, create_shard, open_group
 
@@ -42,6 +43,8 @@ def _fingerprint(store_attrs: dict, settings: PatchSettings, meta: dict) -> str:
 def patch_recording(item: tuple[str, dict], *, out: str, settings: PatchSettings) -> dict:
     """Shard one preprocessed recording; item = (store, {"split", "label", "events"}) → {"status", "reason", "rows"}."""
     store, meta = item
+    if (why := problem(store)) is not None:  # a missing chunk would read as zeros: refuse, never pad
+        raise StageFailed(f"{store}: preprocessed store is incomplete ({why}); rerun preprocess, which rebuilds it")
     group = open_group(store)
     attrs = dict(group.attrs)
     rec = attrs["recording"]
@@ -49,7 +52,7 @@ def patch_recording(item: tuple[str, dict], *, out: str, settings: PatchSettings
     dest = Path(out) / rec
     fingerprint = _fingerprint(attrs, settings, meta)
     done = dest / FINGERPRINT_FILE
-    if done.is_file() and json.loads(done.read_text())["fingerprint"] == fingerprint:
+    if done.is_file() and json.loads(done.read_text())["fingerprint"] == fingerprint and reusable(dest, "shards of"):
         log.info("%s: shards up to date, reused", rec)
         return {"recording": rec, "status": "ok", "reason": "reused", "rows": read_rows(dest / "windows.parquet")}
 

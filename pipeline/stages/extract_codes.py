@@ -32,19 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_trained_tokenizer(folder: str | Path):
-    """(model in eval mode, fingerprint) from <folder>/model.safetensors."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    """(model in eval mode, fingerprint) from <folder>/model.safetensors, checked (pipeline.store.model_file)."""
+    from pipeline.store import model_file
 
-    from pipeline.models.tokenizer import load_tokenizer
-
-    path = Path(folder) / "model.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no trained tokenizer (run train-tokenizer first)")
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata()
-    model = load_tokenizer({"config": json.loads(meta["config"]), "model": load_file(str(path))})
-    return model.eval(), meta["fingerprint"]
+    model, info = model_file.load(folder, "tokenizer")
+    return model.eval(), info.fingerprint
 
 
 def extract_codes(shards: str | Path, tokenizer: str | Path, out: str | Path, *, batch_windows: int = 256) -> dict:

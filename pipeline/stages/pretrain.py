@@ -35,13 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def tokenizer_fingerprint(folder: str | Path) -> str:
-    from safetensors import safe_open
+    """The tokenizer's fingerprint, recomputed from its config and weights (a forged one is refused)."""
+    from pipeline.store import model_file
 
-    path = Path(folder) / "model.safetensors"
-    if not path.is_file():
-        raise StageFailed(f"{path}: no trained tokenizer")
-    with safe_open(str(path), framework="pt") as fh:
-        return fh.metadata()["fingerprint"]
+    return model_file.verified_fingerprint(folder, "tokenizer").fingerprint
 
 
 def main(args: argparse.Namespace) -> None:

@@ -29,6 +29,7 @@ from pipeline.eval.metrics import task_metrics
 from pipeline.models.backbone import Backbone
 from pipeline.models.classifier import Classifier, freeze_report, layer_decay_groups
 from pipeline.store.atomic import write_text_atomic
+from pipeline.store.jsonl import read_records
 from pipeline.store.tables import write_table
 from pipeline.train.device import device_of, to_device, to_host
 from pipeline.train.loop import StepResult, adamw, fit, make_accelerator
@@ -212,7 +213,7 @@ def finetune(samples: str | Path, out: str | Path, section: FinetuneSection, lab
                      "backbone": to_dict(model_pt.config.backbone)})
     if not accelerator.is_main_process:
         return {}
-    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    records = read_records(out / "metrics.jsonl")
     held = [r for r in records if r["kind"] == "heldout"]
     chosen = max(held, key=lambda r: (r["val"][section.primary_metric], -r["epoch"]))
     result = {**base, "best_epoch": chosen["epoch"], "epochs": section.epochs, "val": chosen["val"],
@@ -225,11 +226,9 @@ def finetune(samples: str | Path, out: str | Path, section: FinetuneSection, lab
 def _best_so_far(path: Path, metric: str) -> dict:
     """The best validation score already logged (a resumed run keeps comparing against it)."""
     best: dict = {"value": None, "epoch": None}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            r = json.loads(line) if line.strip() else {}
-            if r.get("kind") == "heldout" and (best["value"] is None or r["val"][metric] > best["value"]):
-                best.update(value=r["val"][metric], epoch=r["epoch"])
+    for r in read_records(path):
+        if r.get("kind") == "heldout" and (best["value"] is None or r["val"][metric] > best["value"]):
+            best.update(value=r["val"][metric], epoch=r["epoch"])
     return best
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from pipeline.store.jsonl import read_records, rewrite
+
 
 def _plain(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
@@ -25,9 +27,8 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_from_step is not None and self.path.is_file():
             # Drop records written after the checkpoint we resume from: they will be redone.
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_from_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            # (atomically: a kill here leaves the old file or the new one, whole)
+            rewrite(self.path, [r for r in read_records(self.path) if r.get("step", 0) <= resume_from_step])
         elif resume_from_step is None and self.path.exists():
             self.path.unlink()
 
@@ -36,6 +37,4 @@ class MetricsLog:
             fh.write(json.dumps(_plain(record)) + "\n")
 
     def read(self) -> list[dict]:
-        if not self.path.is_file():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return read_records(self.path)

@@ -16,7 +16,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
 from pipeline.config import MaskConfig, PretrainSection, pretrain_job_settings
@@ -25,10 +24,9 @@ from pipeline.eval import plots
 from pipeline.models.backbone import BackboneConfig
 from pipeline.models.pretrain import PretrainConfig, PretrainModel
 from pipeline.montage import load_vocabulary
-from pipeline.store.atomic import atomic_path, write_text_atomic
-from pipeline.store.fingerprint import weights_fingerprint
+from pipeline.store import model_file
+from pipeline.store.atomic import write_text_atomic
 from pipeline.store.zarr_store import open_shard
-from pipeline.train.checkpoint import state_tensors
 from pipeline.train.device import device_of, to_device, to_host
 from pipeline.train.loop import fit, make_accelerator
 from pipeline.train.steps import pretrain_step
@@ -221,12 +219,8 @@ def pretrain(shard_dirs: Sequence[str | Path], codes_dirs: Sequence[str | Path],
 
 def publish(model: PretrainModel, out: Path, records: list[dict], heldout: dict, state_extra: dict) -> None:
     """model.safetensors (config, fingerprint and tokenizer fingerprint in its metadata), metrics.json, plots."""
-    tensors = state_tensors(model)
-    fingerprint = weights_fingerprint(state_extra["config"], tensors)
-    with atomic_path(out / "model.safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"config": json.dumps(state_extra["config"]), "fingerprint": fingerprint,
-                                               "kind": "pretrain",
-                                               "tokenizer_fingerprint": state_extra["tokenizer_fingerprint"]})
+    fingerprint = model_file.publish(model, out, kind="pretrain", config=state_extra["config"],
+                                     extra={"tokenizer_fingerprint": state_extra["tokenizer_fingerprint"]})
     write_text_atomic(out / "metrics.json", json.dumps({"heldout": heldout, "fingerprint": fingerprint,
                                                         "steps": records[-1]["step"] if records else 0,
                                                         **state_extra}, indent=2))
@@ -235,19 +229,8 @@ def publish(model: PretrainModel, out: Path, records: list[dict], heldout: dict,
 
 
 def load_pretrained_folder(folder: str | Path) -> tuple[PretrainModel, dict]:
-    """(model, safetensors metadata) from <folder>/model.safetensors (or a .safetensors path)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = Path(folder)
-    path = path / "model.safetensors" if path.is_dir() else path
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no pretrained model (run pretrain first)")
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata()
-    if meta.get("kind") != "pretrain":
-        raise ValueError(f"{path}: not a pretrained BrainRVQ model (metadata kind={meta.get('kind')!r})")
-    model = PretrainModel(PretrainConfig.from_dict(json.loads(meta["config"])))
-    model.load_state_dict(load_file(str(path)))
-    return model, meta
+    """(model, safetensors metadata) from <folder>/model.safetensors (or a .safetensors path), checked
+    (pipeline.store.model_file: kind, config, shapes, fingerprint)."""
+    model, info = model_file.load(folder, "pretrain")
+    return model, info.metadata
 

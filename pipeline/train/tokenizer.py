@@ -15,7 +15,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from pipeline.config import TokenizerSection, tokenizer_job_settings
 from pipeline.data.windows import WindowBatches, WindowIndex, epoch_batches
@@ -24,10 +23,9 @@ from pipeline.eval.reconstruction import merge, reconstruction_metrics
 from pipeline.models.config import TokenizerConfig
 from pipeline.models.tokenizer import build_tokenizer
 from pipeline.montage import load_vocabulary
-from pipeline.store.atomic import atomic_path, write_text_atomic
-from pipeline.store.fingerprint import weights_fingerprint
+from pipeline.store import model_file
+from pipeline.store.atomic import write_text_atomic
 from pipeline.store.zarr_store import open_shard
-from pipeline.train.checkpoint import state_tensors
 from pipeline.train.device import device_of, to_device, to_host
 from pipeline.train.loop import fit, make_accelerator
 from pipeline.train.steps import tokenizer_step
@@ -102,10 +100,7 @@ def train_tokenizer(shard_dirs: Sequence[str | Path], out: str | Path, section: 
 
 def publish(model, out: Path, records: list[dict], heldout: dict, sample: dict, state_extra: dict) -> None:
     """Final weights (safetensors, config inside), metrics.json and the plots."""
-    tensors = state_tensors(model)
-    fingerprint = weights_fingerprint(state_extra["config"], tensors)
-    with atomic_path(out / "model.safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"config": json.dumps(state_extra["config"]), "fingerprint": fingerprint})
+    fingerprint = model_file.publish(model, out, kind="tokenizer", config=state_extra["config"])
     write_text_atomic(out / "metrics.json", json.dumps({"heldout": heldout, "fingerprint": fingerprint,
                                                         "steps": records[-1]["step"] if records else 0,
                                                         **state_extra}, indent=2))

@@ -1,4 +1,10 @@
 # Shared by every rule file: paths, per-job settings (pipeline.config.job_settings), resources.
+#
+# Shell commands: every value that reaches a shell is formatted with `:q` (quoted; a list becomes one quoted word
+# per item), so a path with spaces stays one argument and a name cannot become a command. Params hold only what
+# changes a job's result (its settings, its inputs' identity), never the interpreter or checkout path: those go in
+# the shell command itself (`{PY:q}`), which Snakemake does not compare, so a moved checkout or venv reruns nothing.
+import hashlib
 import json
 import re
 import sys
@@ -8,9 +14,12 @@ from pipeline.config import job_settings_json, stage_settings_json
 # CFG: the typed config, parsed and checked by the Snakefile
 RESULTS = CFG.results
 CACHE = CFG.cache
-PY = sys.executable  # the interpreter running snakemake: the project's venv, on every node
+PY = sys.executable  # the interpreter running snakemake: the project's venv, on every node (shell only, never params)
+# An existing dask scheduler (preprocess, patch, samples): how the job runs, not what it computes, so not a param
+SCHEDULER = ["--scheduler", CFG.dask.scheduler] if CFG.dask.scheduler else []
 DATASETS = list(CFG.datasets)
 DEMO_STAMP = f"{CACHE}/demo/fetched.json"
+PAPER_TABLES = f"{workflow.basedir}/config/paper_tables.yaml"  # the published numbers the tables print beside ours
 TOKENIZER = CFG.tokenizer
 PRETRAIN = CFG.pretrain
 FINETUNE = CFG.finetune
@@ -95,10 +104,17 @@ def pretrain_codes():
 
 
 def accelerate_launch(rule_name, mixed):
-    """The stage's launcher (pipeline/launch.py): inside the job it checks the grant against the request, then
-    runs `accelerate launch` with one process per granted GPU (one CPU process without), one launcher per node."""
+    """The stage's launcher's arguments after `{PY:q}` (pipeline/launch.py): inside the job it checks the grant
+    against the request, then runs `accelerate launch` with one process per granted GPU (one CPU process without),
+    one launcher per node. A list: the shell command formats it with `:q`."""
     gpus, nodes = launch_shape(rule_name)
-    return f"{PY} -m pipeline.launch --rule {rule_name} --gpus {gpus} --nodes {nodes} --mixed-precision {mixed} --"
+    return ["-m", "pipeline.launch", "--rule", rule_name, "--gpus", str(gpus), "--nodes", str(nodes),
+            "--mixed-precision", mixed, "--"]
+
+
+def file_sha256(path):
+    """A param that reruns a rule when a file of the checkout changes, without its absolute path in the params."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def pretrained_run(method):

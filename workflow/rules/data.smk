@@ -9,7 +9,7 @@ rule fetch_demo_corpus:
     log:
         f"{RESULTS}/logs/fetch_demo_corpus.log",
     shell:
-        "{PY} -m pipeline fetch-demo --settings {params.settings:q} --cache {CACHE} > {log} 2>&1"
+        "{PY:q} -m pipeline fetch-demo --settings {params.settings:q} --cache {CACHE:q} > {log:q} 2>&1"
 
 
 def ingest_input(wc):
@@ -37,8 +37,8 @@ rule ingest:
         mem_mb=res("ingest", "mem_mb", 2000),
         runtime=res("ingest", "runtime", 60),
     shell:
-        "{PY} -m pipeline ingest {params.source:q} --out {params.out:q} --dataset {wildcards.dataset}"
-        " --format {params.fmt} --settings {params.settings:q} > {log} 2>&1"
+        "{PY:q} -m pipeline ingest {params.source:q} --out {params.out:q} --dataset {wildcards.dataset:q}"
+        " --format {params.fmt:q} --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule standardize:
@@ -54,7 +54,7 @@ rule standardize:
         mem_mb=res("standardize", "mem_mb", 1000),
         runtime=res("standardize", "runtime", 30),
     shell:
-        "{PY} -m pipeline standardize {input.manifest:q} --out {output:q} --settings {params.settings:q} > {log} 2>&1"
+        "{PY:q} -m pipeline standardize {input.manifest:q} --out {output:q} --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule preprocess:
@@ -64,7 +64,6 @@ rule preprocess:
         directory(f"{RESULTS}/{{dataset}}/preprocessed"),
     params:
         settings=settings("preprocess"),
-        scheduler=f"--scheduler {CFG.dask.scheduler}" if CFG.dask.scheduler else "",
     threads: CFG.dask.n_workers
     log:
         f"{RESULTS}/logs/{{dataset}}/preprocess.log",
@@ -74,8 +73,8 @@ rule preprocess:
         mem_mb=res("preprocess", "mem_mb", 4000),
         runtime=res("preprocess", "runtime", 240),
     shell:
-        "{PY} -m pipeline preprocess {input.montage:q} --out {output:q} --settings {params.settings:q}"
-        " --workers {threads} {params.scheduler} > {log} 2>&1"
+        "{PY:q} -m pipeline preprocess {input.montage:q} --out {output:q} --settings {params.settings:q}"
+        " --workers {threads} {SCHEDULER:q} > {log:q} 2>&1"
 
 
 rule patch:
@@ -88,7 +87,6 @@ rule patch:
         directory(f"{RESULTS}/{{dataset}}/shards"),
     params:
         settings=settings("patch"),
-        scheduler=f"--scheduler {CFG.dask.scheduler}" if CFG.dask.scheduler else "",
     threads: CFG.dask.n_workers
     log:
         f"{RESULTS}/logs/{{dataset}}/patch.log",
@@ -98,5 +96,5 @@ rule patch:
         mem_mb=res("patch", "mem_mb", 4000),
         runtime=res("patch", "runtime", 240),
     shell:
-        "{PY} -m pipeline patch {input.preprocessed:q} --out {output:q}"
-        " --settings {params.settings:q} --workers {threads} {params.scheduler} > {log} 2>&1"
+        "{PY:q} -m pipeline patch {input.preprocessed:q} --out {output:q}"
+        " --settings {params.settings:q} --workers {threads} {SCHEDULER:q} > {log:q} 2>&1"

@@ -29,5 +29,5 @@ rule pretrain:
         runtime=res("pretrain", "runtime", 1440),
         **torch_resources("pretrain"),
     shell:
-        "{params.launch} -m pipeline pretrain --shards {input.shards:q} --codes {input.codes:q}"
-        " --tokenizer {params.tokenizer:q} --out {params.out:q} --settings {params.settings:q} > {log} 2>&1"
+        "{PY:q} {params.launch:q} -m pipeline pretrain --shards {input.shards:q} --codes {input.codes:q}"
+        " --tokenizer {params.tokenizer:q} --out {params.out:q} --settings {params.settings:q} > {log:q} 2>&1"

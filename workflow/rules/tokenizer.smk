@@ -24,8 +24,8 @@ rule train_tokenizer:
         runtime=res("train_tokenizer", "runtime", 720),
         **torch_resources("train_tokenizer"),
     shell:
-        "{params.launch} -m pipeline train-tokenizer {input.shards:q} --out {params.out:q}"
-        " --settings {params.settings:q} > {log} 2>&1"
+        "{PY:q} {params.launch:q} -m pipeline train-tokenizer {input.shards:q} --out {params.out:q}"
+        " --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule extract_codes:
@@ -46,4 +46,5 @@ rule extract_codes:
         runtime=res("extract_codes", "runtime", 240),
         **torch_resources("extract_codes"),
     shell:
-        "{params.launch} -m pipeline extract-codes {input.shards:q} --tokenizer {params.tokenizer:q} --out {output:q} > {log} 2>&1"
+        "{PY:q} {params.launch:q} -m pipeline extract-codes {input.shards:q} --tokenizer {params.tokenizer:q}"
+        " --out {output:q} > {log:q} 2>&1"
