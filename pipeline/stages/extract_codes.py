@@ -19,7 +19,6 @@ the process count or the device's mixed-precision setting (tested). The library:
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
