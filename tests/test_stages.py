@@ -23,6 +23,7 @@ from pipeline.prep.shards import patch
 from pipeline.prep.standardize import standardize
 from pipeline.prep.windows import plan_windows
 from pipeline.signal.importance import FEATURE_NAMES, patch_features
+from pipeline.store.tables import MONTAGE_SCHEMA, read_rows, write_rows
 from pipeline.store.zarr_store import open_group, open_shard
 
 PRE = PreprocessConfig(mains=60.0)
@@ -224,3 +225,33 @@ def test_patch_refuses_to_run_without_the_ingest_tables(physionet_run: Path, tmp
     assert cli.main([*args, "--ingested", str(physionet_run), "--settings", json.dumps(to_dict(PATCH))]) == 0
     assert pl.read_parquet(tmp_path / "shards" / "index.parquet").equals(
         pl.read_parquet(physionet_run / "shards" / "index.parquet"))
+
+
+def test_a_killed_preprocess_keeps_its_finished_recordings_when_snakemake_deletes_the_output(
+        physionet_run: Path, tmp_path: Path, monkeypatch, caplog):
+    """Killed after its first recording, then its output folder deleted (what Snakemake does before rerunning the
+    job): the rerun reuses the finished recording and processes only the other one."""
+    from pipeline.prep import preprocess as prep
+
+    rows = read_rows(physionet_run / "montage.parquet")
+    rows.append({**rows[0], "recording": "second"})
+    write_rows(rows, MONTAGE_SCHEMA, tmp_path / "montage.parquet")
+    real, done = prep.process, []
+
+    def killed_on_the_second(row, *args, **kwargs):
+        if row["recording"] == "second":
+            raise KeyboardInterrupt  # a kill: nothing after this line of the stage runs
+        done.append(row["recording"])
+        return real(row, *args, **kwargs)
+
+    monkeypatch.setattr(prep, "process", killed_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        preprocess(tmp_path / "montage.parquet", tmp_path / "pre", PRE)
+    shutil.rmtree(tmp_path / "pre")  # Snakemake removes a directory output before it reruns the job
+    monkeypatch.setattr(prep, "process", lambda row, *a, **k: done.append(row["recording"]) or real(row, *a, **k))
+    with caplog.at_level("INFO"):
+        table = preprocess(tmp_path / "montage.parquet", tmp_path / "pre", PRE)
+    assert done == ["S001R02", "second"] and "S001R02: preprocessed store up to date, reused" in caplog.text
+    assert [r["status"] for r in table] == ["ok", "ok"] and not prep.progress_dir(tmp_path / "pre").exists()
+    np.testing.assert_array_equal(open_group(tmp_path / "pre" / "S001R02.zarr")["signal"][...],
+                                  open_group(physionet_run / "preprocessed" / "S001R02.zarr")["signal"][...])

@@ -5,7 +5,10 @@ Per recording: <out>/<recording>.zarr with `signal` float32 [channel, sample] at
 parameters of every step in its attributes (provenance). <out>/recordings.parquet lists every
 recording with its status. Memory is O(chunk × channels) whatever the recording's length.
 A recording whose store exists with the same fingerprint (settings + content hash + channel plan)
-is not processed again, so an interrupted run resumes where it stopped.
+is not processed again, so an interrupted run resumes where it stopped. While the stage runs, finished stores wait
+in a progress folder beside <out> (`progress_dir`) and move into <out> when every recording is done: Snakemake
+deletes a rule's output folder before it reruns the job (after a kill too), and the progress folder is not an
+output, so a killed preprocess resumes recording by recording under Snakemake as well.
 
 The mains rule (`mains_for`), the one place it lives: a recording's own line frequency (the manifest's `mains`:
 BIDS PowerLineFrequency, or a dataset adapter's) wins over the dataset's configured `mains`; the notch, the
@@ -19,6 +22,8 @@ import dataclasses
 import functools
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -84,23 +89,35 @@ def fingerprint_of(row: dict, cfg: PreprocessConfig) -> str:
     return settings_hash(to_dict(cfg), row["content_sha256"], row["plan"])
 
 
-def preprocess_recording(row: dict, *, out: str, cfg: PreprocessConfig, strict: bool = False) -> dict:
-    """One montage row → <out>/<recording>.zarr (or the up-to-date store reused); `cfg` is the dataset's."""
+def progress_dir(out: str | Path) -> Path:
+    """Where a running preprocess keeps its finished stores until the stage is done: beside `out`, not in it."""
+    out = Path(out)
+    return out.parent / f".{out.name}.progress"
+
+
+def preprocess_recording(row: dict, *, out: str, cfg: PreprocessConfig, strict: bool = False,
+                         progress: str | None = None) -> dict:
+    """One montage row → <progress or out>/<recording>.zarr, or an up-to-date store in either reused; `cfg` is the
+    dataset's."""
     rec = row["recording"]
     store = Path(out) / f"{rec}.zarr"
     result = {"recording": rec, "subject": row["subject"], "store": store.name, "status": "ok", "reason": ""}
     cfg = recording_config(row, cfg)
     fingerprint = fingerprint_of(row, cfg)
-    if store.is_dir():
-        try:
-            old = open_group(store)
-            if old.attrs.get("fingerprint") == fingerprint and reusable(store, "preprocessed store"):
-                log.info("%s: preprocessed store up to date, reused", rec)
-                return {**result, **old.attrs["summary"]}
-        except Exception as exc:  # an unreadable old store is simply rebuilt
-            log.warning("%s: rebuilding unreadable store (%s)", store, exc)
+    staged = Path(progress) / store.name if progress else store
+    for candidate in dict.fromkeys((store, staged)):
+        if candidate.is_dir():
+            try:
+                old = open_group(candidate)
+                if old.attrs.get("fingerprint") == fingerprint and reusable(candidate, "preprocessed store"):
+                    log.info("%s: preprocessed store up to date, reused", rec)
+                    if candidate != staged:  # a killed run's stale copy must not replace it when published
+                        shutil.rmtree(staged, ignore_errors=True)
+                    return {**result, **old.attrs["summary"]}
+            except Exception as exc:  # an unreadable old store is simply rebuilt
+                log.warning("%s: rebuilding unreadable store (%s)", candidate, exc)
     try:
-        return {**result, **process(row, store, cfg, fingerprint)}
+        return {**result, **process(row, staged, cfg, fingerprint)}
     except (RecordingError, OSError, ValueError) as exc:
         if strict:
             raise
@@ -165,13 +182,26 @@ def preprocess(montage: str | Path, out: str | Path, cfg: PreprocessConfig = Pre
                n_workers: int = 1, scheduler: str | None = None, strict: bool = False) -> list[dict]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    progress = progress_dir(out)
     rows = read_rows(montage)
     ok = [r for r in rows if r["status"] == "ok"]
-    work = functools.partial(preprocess_recording, out=str(out), cfg=cfg, strict=strict)
+    work = functools.partial(preprocess_recording, out=str(out), cfg=cfg, strict=strict, progress=str(progress))
     results = map_items(work, ok, scheduler=scheduler, n_workers=n_workers, desc="preprocess")
+    _publish_progress(progress, out, [r["store"] for r in results])
     by_rec = {r["recording"]: r for r in results}
     table = [by_rec.get(r["recording"]) or {"recording": r["recording"], "subject": r["subject"],
                                             "status": "rejected", "reason": r["reason"]} for r in rows]
     write_rows(table, PREPROCESS_SCHEMA, out / "recordings.parquet")
     finish_stage("preprocess", table, what=str(montage))
     return table
+
+
+def _publish_progress(progress: Path, out: Path, stores: list[str]) -> None:
+    """Move this run's finished stores from the progress folder into `out` (replacing older ones), then drop it."""
+    for name in stores:
+        staged, dest = progress / name, out / name
+        if staged.is_dir():
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            os.replace(staged, dest)
+    shutil.rmtree(progress, ignore_errors=True)
