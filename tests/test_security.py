@@ -130,7 +130,7 @@ def _source(sha: str, members, requirement: str = "evilpkg==1.0"):
 
 
 def test_an_archive_member_that_climbs_out_of_the_cache_is_refused(tmp_path: Path):
-    from pipeline.stages.common import StageFailed
+    from pipeline.errors import StageFailed
     from pipeline.stages.fetch_demo import fetch_demo
 
     cache = tmp_path / "a" / "b" / "cache"
@@ -145,7 +145,7 @@ def test_an_archive_member_that_climbs_out_of_the_cache_is_refused(tmp_path: Pat
 
 @pytest.mark.parametrize("to, why", [("/tmp/sec13-evil", "absolute path"), ("../../outside", "outside the cache")])
 def test_a_to_outside_the_cache_is_refused_before_extracting(tmp_path: Path, to: str, why: str):
-    from pipeline.stages.common import StageFailed
+    from pipeline.errors import StageFailed
     from pipeline.stages.fetch_demo import fetch_demo
 
     cache = tmp_path / "cache"
@@ -177,7 +177,7 @@ def test_a_wheel_with_the_wrong_hash_is_deleted(tmp_path: Path, monkeypatch):
     import subprocess
 
     from pipeline.stages import fetch_demo as fd
-    from pipeline.stages.common import StageFailed
+    from pipeline.errors import StageFailed
 
     wheels = tmp_path / "wheels"
     wheels.mkdir()
@@ -375,8 +375,8 @@ def test_the_stages_refuse_a_forged_tokenizer_in_one_line(published, tmp_path: P
 
 
 def test_embed_and_fine_tuning_refuse_a_forged_model_before_the_data_work(published, tmp_path: Path):
-    from pipeline.stages.common import StageFailed
-    from pipeline.stages.embed import embed
+    from pipeline.errors import StageFailed
+    from pipeline.embedding import embed
     from pipeline.train.pretrain import load_pretrained_folder
     from pipeline.store.model_file import ModelFileError
 
@@ -400,9 +400,9 @@ def test_embed_and_fine_tuning_refuse_a_forged_model_before_the_data_work(publis
 @pytest.fixture()
 def physionet_store(demo_corpus: Path, tmp_path: Path) -> Path:
     from pipeline.config import IngestConfig, MontageConfig, PreprocessConfig
-    from pipeline.stages.ingest import ingest
-    from pipeline.stages.preprocess import preprocess
-    from pipeline.stages.standardize import standardize
+    from pipeline.prep.ingest import ingest
+    from pipeline.prep.preprocess import preprocess
+    from pipeline.prep.standardize import standardize
 
     d = tmp_path / "physionet"
     ingest(demo_corpus / "physionet", d, cfg=IngestConfig(min_duration_s=10))
@@ -413,7 +413,7 @@ def physionet_store(demo_corpus: Path, tmp_path: Path) -> Path:
 
 def _patch(d: Path, out: str):
     from pipeline.config import PatchConfig, PatchSettings
-    from pipeline.stages.patch import patch
+    from pipeline.prep.shards import patch
 
     patch(d / "preprocessed", d / out, PatchSettings(patch=PatchConfig(window_s=10, chunk_windows=4)))
     return d / out
@@ -435,7 +435,7 @@ def test_a_partial_copy_of_a_preprocessed_store_is_rebuilt_not_read_as_zeros(phy
     import numpy as np
 
     from pipeline.config import PreprocessConfig
-    from pipeline.stages.preprocess import preprocess
+    from pipeline.prep.preprocess import preprocess
 
     d = physionet_store
     reference = _windows(_patch(d, "shards-before"))
