@@ -154,6 +154,10 @@ class TrainConfig:
     batch_size: int = 8  # global windows per optimizer step, whatever the number of processes
     grad_accum: int = 1  # micro-batches per step (memory); the global batch and the run stay the same
     max_steps: int = 200
+    # Epoch-held schedules (the published recipe's): when set, max_steps / warmup_steps are derived from the corpus
+    # at run time (steps per epoch = training windows // batch_size, as the published loaders drop the last batch).
+    epochs: int | None = None
+    warmup_epochs: int | None = None
     lr: float = 1e-3
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.05
@@ -167,6 +171,23 @@ class TrainConfig:
     buffer_chunks: int = 8  # shuffle buffer, in chunks
     num_workers: int = 0  # DataLoader workers per process
     deterministic: bool = False  # torch.use_deterministic_algorithms: bit-reproducible resumes
+
+
+def with_epochs(tc: TrainConfig, n_windows: int, *, where: str = "train") -> TrainConfig:
+    """`tc` with max_steps and warmup_steps derived from `epochs` / `warmup_epochs` over a corpus of `n_windows`
+    training windows (unchanged when both are unset)."""
+    if tc.epochs is None and tc.warmup_epochs is None:
+        return tc
+    per_epoch = n_windows // tc.batch_size
+    if per_epoch < 1:
+        raise ConfigError(f"{where}.epochs: {n_windows} training windows hold no batch of {tc.batch_size} "
+                          f"(lower {where}.batch_size or use max_steps)")
+    changes: dict[str, int] = {}
+    if tc.epochs is not None:
+        changes["max_steps"] = tc.epochs * per_epoch
+    if tc.warmup_epochs is not None:
+        changes["warmup_steps"] = tc.warmup_epochs * per_epoch
+    return dataclasses.replace(tc, **changes)
 
 
 class Overrides(collections.abc.Mapping):

@@ -136,9 +136,10 @@ def test_schema_errors_are_one_line_naming_the_key(repo_root: Path):
 def test_job_settings_hold_what_the_job_reads(repo_root: Path):
     cfg = load_config(repo_root / "config" / "config.yaml")
     pretrain = job_settings(cfg, "pretrain", run="brainrvq-base")
-    assert "ablations" not in pretrain and "codes" not in pretrain and pretrain["train"]["max_steps"] == 100000
+    assert "ablations" not in pretrain and "codes" not in pretrain and pretrain["train"]["epochs"] == 20
     ablation = job_settings(cfg, "pretrain", run="flat-heads")
-    assert ablation["name"] == "flat-heads" and ablation["model"] == {"hierarchical": False}
+    assert ablation["name"] == "flat-heads" and ablation["model"] == {
+        "hierarchical": False, "backbone": {"qkv_bias": False, "pos_init_std": 0.02, "time_bias_max_slope": 0.0}}
     assert "pretrained" not in job_settings(cfg, "train_tokenizer")
     full = job_settings(cfg, "finetune", dataset="tuab", method="full")
     probe = job_settings(cfg, "finetune", dataset="tuab", method="probe")
