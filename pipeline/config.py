@@ -376,8 +376,11 @@ class FinetuneSection:
     """Downstream evaluation, per dataset × method × seed (pipeline.train.finetune)."""
 
     # full: pretrained, all layers (layer-wise lr decay); probe: pretrained, frozen backbone + linear head;
-    # scratch: the same backbone randomly initialised; logreg: log band powers + logistic regression (a floor);
-    # ablation:<name>: full fine-tuning of the pretraining ablation <name> (pretrain.ablations)
+    # scratch: the same backbone randomly initialised; ablation:<name>: full fine-tuning of the pretraining ablation
+    # <name> (pretrain.ablations). Baselines on the same samples, splits, seeds and selection rule:
+    # logreg (log band powers), raw_logreg (the block-averaged raw window), tangent_logreg (pyriemann tangent space),
+    # each + logistic regression with C from c_grid chosen on validation; eegnet, shallow_fbcsp (braindecode's
+    # EEGNet and ShallowFBCSPNet trained from scratch with deep_lr).
     methods: tuple[str, ...] = ("full", "probe", "scratch", "logreg")
     seeds: tuple[int, ...] = (0, 1, 2)
     epochs: int = 10
@@ -396,6 +399,9 @@ class FinetuneSection:
     num_workers: int = 0
     deterministic: bool = False
     primary_metric: str = "balanced_accuracy"  # model selection on the validation split
+    c_grid: tuple[float, ...] = (1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0)  # logistic regressions' C candidates
+    raw_sfreq: float = 20.0  # raw_logreg: the window block-averaged to this rate (must divide 200 Hz)
+    deep_lr: float = 1e-3  # eegnet / shallow_fbcsp: AdamW lr (no layer decay: nothing is pretrained)
 
 
 @dataclass(frozen=True)
@@ -703,6 +709,11 @@ def stage_settings_json(ds: DatasetConfig, stage: str) -> str:
 # and the training runs' checkpoint identity all come from here
 
 
+# Baselines that need no pretrained model (pipeline.train.classical, pipeline.train.deep_baselines)
+CLASSICAL_METHODS = ("logreg", "raw_logreg", "tangent_logreg")
+DEEP_METHODS = ("eegnet", "shallow_fbcsp", "labram_scratch", "cbramod_scratch")
+BASELINE_METHODS = CLASSICAL_METHODS + DEEP_METHODS
+
 # What every trained fine-tuning method (full, probe, scratch, ablation:<run>) reads; the learning rates differ.
 _FINETUNE_TRAINED = ("epochs", "batch_size", "weight_decay", "warmup_epochs", "min_lr_ratio", "class_weights",
                      "dropout", "grad_clip", "mixed_precision", "num_workers", "deterministic", "primary_metric")
@@ -729,8 +740,11 @@ def pretrain_job_settings(section: PretrainSection, run: str | None = None) -> d
 def finetune_job_settings(section: FinetuneSection, method: str, labels: LabelConfig) -> dict[str, Any]:
     """What one fine-tuning job (method × seed on a dataset with these labels) reads of `finetune`: not the lists of
     methods and seeds (its wildcards), not another method's learning rate, nothing of training for logreg."""
-    if method == "logreg":  # band powers + logistic regression: batch_size only sizes the feature pass
-        keys: tuple[str, ...] = ("batch_size", "primary_metric")
+    if method in CLASSICAL_METHODS:  # features + logistic regression: batch_size only sizes the feature pass
+        keys: tuple[str, ...] = ("batch_size", "primary_metric", "c_grid") + (("raw_sfreq",) if method == "raw_logreg"
+                                                                              else ())
+    elif method in DEEP_METHODS:
+        keys = _FINETUNE_TRAINED + ("deep_lr",) + (("label_smoothing",) if len(labels.classes) > 2 else ())
     else:
         keys = _FINETUNE_TRAINED + (("probe_lr",) if method == "probe" else ("lr", "layer_decay"))
         if len(labels.classes) > 2:  # binary tasks use a logistic loss without smoothing

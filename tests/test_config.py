@@ -146,7 +146,10 @@ def test_job_settings_hold_what_the_job_reads(repo_root: Path):
     logreg = job_settings(cfg, "finetune", dataset="tuab", method="logreg")
     assert {"methods", "seeds"}.isdisjoint(full) and "probe_lr" not in full and full["lr"] == 0.0005
     assert "lr" not in probe and "layer_decay" not in probe and probe["probe_lr"] == 0.005
-    assert logreg == {"batch_size": 64, "primary_metric": "balanced_accuracy"}
+    assert logreg == {"batch_size": 64, "primary_metric": "balanced_accuracy", "c_grid": list(cfg.finetune.c_grid)}
+    assert job_settings(cfg, "finetune", dataset="tuab", method="raw_logreg") == {**logreg, "raw_sfreq": 20.0}
+    eegnet = job_settings(cfg, "finetune", dataset="tuab", method="eegnet")
+    assert eegnet["deep_lr"] == cfg.finetune.deep_lr and "lr" not in eegnet and "layer_decay" not in eegnet
     # label smoothing is read by multi-class cross-entropy only (TUAB is binary, TUEV has six classes)
     assert "label_smoothing" not in full
     assert "label_smoothing" in job_settings(cfg, "finetune", dataset="tuev", method="full")

@@ -3,7 +3,7 @@ import json
 import re
 import sys
 
-from pipeline.config import job_settings_json, stage_settings_json
+from pipeline.config import BASELINE_METHODS, CLASSICAL_METHODS, job_settings_json, stage_settings_json
 
 # CFG: the typed config, parsed and checked by the Snakefile
 RESULTS = CFG.results
@@ -58,7 +58,7 @@ def torch_resources(rule_name, gpu=True):
     (→ --gpus=N); several: `gres=gpu:N`, which SLURM reads per node (--gpus counts the whole job and may split
     it unevenly), or `tasks=M` without GPUs (the plugin's --ntasks default of 1 does not fit M nodes). GPU jobs
     get --cpus-per-gpu (default: the rule's threads spread over its GPUs) and resources.<rule>.slurm_partition.
-    `gpu=False`: this job runs without GPUs whatever the config says (finetune's logreg)."""
+    `gpu=False`: this job runs without GPUs whatever the config says (finetune's classical baselines)."""
     gpus, nodes = launch_shape(rule_name)
     gpus = gpus if gpu else 0
     out = {"nodes": nodes}
@@ -102,9 +102,10 @@ def accelerate_launch(rule_name, mixed):
 
 
 def pretrained_run(method):
-    """The pretraining run a fine-tuning method starts from (scratch: for its architecture only); None for logreg."""
+    """The pretraining run a fine-tuning method starts from (scratch: for its architecture only); None for the
+    baselines (classical regressions, braindecode networks), which need none."""
     method = METHODS[method]
-    if method == "logreg":
+    if method in BASELINE_METHODS:
         return None
     return f"{RESULTS}/pretrain/{method.split(':', 1)[1] if method.startswith('ablation:') else PRETRAIN.name}"
 

@@ -40,7 +40,8 @@ rule finetune:
         method=lambda wc: METHODS[wc.method],
         pretrained=lambda wc: f"--pretrained {pretrained_run(wc.method)}" if pretrained_run(wc.method) else "",
         out=lambda wc: f"{RESULTS}/finetune/{wc.dataset}/{wc.method}/seed-{wc.seed}",
-        launch=lambda wc: PY if METHODS[wc.method] == "logreg" else accelerate_launch("finetune", FINETUNE.mixed_precision),
+        launch=lambda wc: PY if METHODS[wc.method] in CLASSICAL_METHODS
+        else accelerate_launch("finetune", FINETUNE.mixed_precision),
     log:
         f"{RESULTS}/logs/{{dataset}}/finetune/{{method}}-seed-{{seed}}.log",
     benchmark:
@@ -49,8 +50,8 @@ rule finetune:
     resources:
         mem_mb=res("finetune", "mem_mb", 8000),
         runtime=res("finetune", "runtime", 240),
-        # logreg runs without GPUs (and without the launcher)
-        **{key: (lambda wc, key=key: torch_resources("finetune", gpu=METHODS[wc.method] != "logreg").get(key))
+        # the classical baselines run without GPUs (and without the launcher)
+        **{key: (lambda wc, key=key: torch_resources("finetune", gpu=METHODS[wc.method] not in CLASSICAL_METHODS).get(key))
            for key in torch_resources("finetune")},
     shell:
         "{params.launch} -m pipeline finetune {input.samples:q} --out {params.out:q} --method {params.method:q}"
