@@ -67,6 +67,7 @@ rule tables:
         md=report(f"{RESULTS}/tables/table.md", category="0. results"),
         csv=report(f"{RESULTS}/tables/summary.csv", category="0. results"),
         plot=report(f"{RESULTS}/tables/results.png", category="0. results"),
+        paired=f"{RESULTS}/tables/paired.csv",
     params:
         root=f"{RESULTS}/finetune",
         out=f"{RESULTS}/tables",
