@@ -290,6 +290,20 @@ class TokenizerSection:
     heldout_split: str = "test"  # windows of these subjects are never trained on; evaluation uses them
     eval_windows: int = 32
     pretrained: str | None = None  # folder of a tokenizer trained elsewhere (model.safetensors): not retrained
+    # Tokenizer ablations: each variant trains its own tokenizer <name>-<variant> (this section, that variant),
+    # extracts its own codes and pretrains its own run tokenizer-<variant> (the main pretraining section);
+    # finetune.methods "tokenizer:<variant>" fine-tunes it like `full`.
+    variants: tuple[Literal["ddrvq", "ddrvq_time", "ddrvq_freq", "labram", "neurorvq"], ...] = ()
+
+    def variant_name(self, variant: str) -> str:
+        return f"{self.name}-{variant}"
+
+    def variant_section(self, variant: str) -> "TokenizerSection":
+        """The section that trains variant `variant`'s tokenizer (never a pretrained one: that is the main's)."""
+        if variant not in self.variants:
+            raise ConfigError(f"tokenizer.variants: no variant {variant!r}; configured: {list(self.variants)}")
+        return dataclasses.replace(self, name=self.variant_name(variant), variant=variant, variants=(),
+                                   pretrained=None)
 
 
 @dataclass(frozen=True)
@@ -414,6 +428,24 @@ class PipelineConfig:
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
     pretrain: PretrainSection = field(default_factory=PretrainSection)
     finetune: FinetuneSection = field(default_factory=FinetuneSection)
+
+    def tokenizers(self) -> dict[str, TokenizerSection]:
+        """Every tokenizer this config trains or uses, by folder name: the main one, then one per variant."""
+        out = {self.tokenizer.name: self.tokenizer}
+        out.update({self.tokenizer.variant_name(v): self.tokenizer.variant_section(v) for v in self.tokenizer.variants})
+        return out
+
+    def pretrain_runs(self) -> dict[str, str]:
+        """Pretraining run → the tokenizer whose codes it learns: the main run and its ablations use the main
+        tokenizer; run tokenizer-<variant> uses that variant's."""
+        runs = {run: self.tokenizer.name for run in (self.pretrain.name, *self.pretrain.ablations)}
+        runs.update({tokenizer_run(v): self.tokenizer.variant_name(v) for v in self.tokenizer.variants})
+        return runs
+
+
+def tokenizer_run(variant: str) -> str:
+    """The pretraining run (and fine-tuning method `tokenizer:<variant>`'s model) of a tokenizer variant."""
+    return f"tokenizer-{variant}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -619,7 +651,17 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path | None = None) -> Pip
     )
     for run in cfg.pretrain.ablations:
         cfg.pretrain.ablation(run)  # its mask must be valid too
+    if cfg.tokenizer.variant in cfg.tokenizer.variants:
+        raise ConfigError(f"tokenizer.variants: {cfg.tokenizer.variant!r} is the main tokenizer's variant "
+                          "(tokenizer.variant); list only the other variants")
+    runs = cfg.pretrain_runs()
+    if len(runs) != 1 + len(cfg.pretrain.ablations) + len(cfg.tokenizer.variants):
+        raise ConfigError(f"pretrain.ablations: a name collides with a tokenizer variant's run ({sorted(runs)})")
     for method in cfg.finetune.methods:
+        if method.startswith("tokenizer:") and method.split(":", 1)[1] not in cfg.tokenizer.variants:
+            raise ConfigError(f"finetune.methods: {method!r} fine-tunes tokenizer variant "
+                              f"{method.split(':', 1)[1]!r}, which tokenizer.variants does not list "
+                              f"(listed: {list(cfg.tokenizer.variants)})")
         run = method.split(":", 1)[1] if method.startswith("ablation:") else None
         if run is not None and run not in cfg.pretrain.ablations:
             raise ConfigError(f"finetune.methods: {method!r} fine-tunes pretraining ablation {run!r}, which "
@@ -723,6 +765,7 @@ def tokenizer_job_settings(section: TokenizerSection) -> dict[str, Any]:
     """What train_tokenizer reads of `tokenizer` (not `pretrained`: a tokenizer trained elsewhere replaces the job)."""
     out = to_dict(section)
     out.pop("pretrained")
+    out.pop("variants")  # the other tokenizers' jobs
     return out
 
 
@@ -754,14 +797,17 @@ def finetune_job_settings(section: FinetuneSection, method: str, labels: LabelCo
 
 
 def job_settings(cfg: PipelineConfig, rule: str, *, dataset: str | None = None, run: str | None = None,
-                 method: str | None = None) -> Any:
+                 method: str | None = None, tokenizer: str | None = None) -> Any:
     """The JSON-ready settings job `rule` reads (wildcards as keywords): every rule's `params.settings` and the
     `--settings` its stage gets. Settings a job does not read are absent, so changing them reruns nothing."""
     if rule == "fetch_demo_corpus":
         return {k: to_dict(v) for k, v in cfg.demo_corpus.items()}
     if rule == "train_tokenizer":
-        return tokenizer_job_settings(cfg.tokenizer)
+        return tokenizer_job_settings(cfg.tokenizers()[tokenizer] if tokenizer else cfg.tokenizer)
     if rule == "pretrain":
+        if run is not None and run.startswith("tokenizer-") and run in cfg.pretrain_runs():
+            # a tokenizer variant's run: the main section (its codes differ: an input), under its own name
+            return pretrain_job_settings(dataclasses.replace(cfg.pretrain, name=run))
         return pretrain_job_settings(cfg.pretrain, run)
     if dataset is None:
         raise ConfigError(f"job_settings: rule {rule!r} needs a dataset")
