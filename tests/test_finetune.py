@@ -193,3 +193,22 @@ def test_baselines_run_on_the_same_samples_splits_and_selection(face_house: Path
         assert set(r["test"]) == {"balanced_accuracy", "auroc", "auc_pr"}
     assert set(BASELINE_METHODS) >= set(results)
     print({m: round(r["test"]["balanced_accuracy"], 3) for m, r in results.items()})
+
+
+@pytest.mark.parametrize("method", ["eegnet", pytest.param("labram_scratch", marks=pytest.mark.slow)])
+def test_deep_baselines_read_windows_and_ignore_padding_channels(method: str):
+    """braindecode models behind the (x, ch) call of the fine-tuning code: [B, C, P, T] windows in, one logit row
+    per window out, and a padding slot (ch = −1) cannot leak into the prediction."""
+    from pipeline.train.deep_baselines import build_window_model
+
+    torch.manual_seed(0)
+    net, identity = build_window_model(method, n_chans=4, n_times=400, n_outputs=3)
+    net.eval()
+    x, ch = torch.randn(2, 4, 2, 200), torch.tensor([[0, 1, 2, -1], [0, 1, 2, -1]])
+    noisy = x.clone()
+    noisy[:, 3] = 1e3 * torch.randn(2, 2, 200)
+    with torch.no_grad():
+        out = net(x, ch)
+        assert out.shape == (2, 3) and torch.equal(out, net(noisy, ch))
+        assert not torch.equal(out, net(noisy, torch.tensor([[0, 1, 2, 3], [0, 1, 2, 3]])))
+    assert identity["architecture"].startswith("braindecode.models.") and identity["n_times"] == 400

@@ -65,15 +65,22 @@ def import_braindecode_models():
 
 
 class WindowNet(nn.Module):
-    """(x [B, C, P, T], ch [B, C]) → logits [B, n_outputs] through a braindecode model on [B, C, P·T]."""
+    """(x [B, C, P, T], ch [B, C]) → logits [B, n_outputs] through a braindecode model on [B, C, P·T].
 
-    def __init__(self, net: nn.Module) -> None:
+    `slot_names`: for Labram, which looks up a position embedding per channel name. Trained from scratch, those
+    embeddings are free parameters, so any fixed one-to-one map from the dataset's channel slots to Labram's
+    canonical names is equivalent; the first C names are used (the slots' own names may be bipolar pairs that
+    Labram's list does not hold)."""
+
+    def __init__(self, net: nn.Module, slot_names: list[str] | None = None) -> None:
         super().__init__()
         self.net = net
+        self.slot_names = slot_names
 
     def forward(self, x: torch.Tensor, ch: torch.Tensor) -> torch.Tensor:
         x = x * (ch >= 0)[:, :, None, None].to(x.dtype)  # padding / masked channel slots carry zeros
-        return self.net(rearrange(x, "b c p t -> b c (p t)"))
+        x = rearrange(x, "b c p t -> b c (p t)")
+        return self.net(x) if self.slot_names is None else self.net(x, ch_names=self.slot_names)
 
 
 def build_window_model(method: str, *, n_chans: int, n_times: int, n_outputs: int) -> tuple[WindowNet, dict]:
@@ -88,4 +95,11 @@ def build_window_model(method: str, *, n_chans: int, n_times: int, n_outputs: in
     net = getattr(models, name)(n_chans=n_chans, n_outputs=n_outputs, n_times=n_times)
     identity = {"architecture": f"braindecode.models.{name}", "braindecode": braindecode.__version__,
                 "n_chans": n_chans, "n_times": n_times, "n_outputs": n_outputs}
-    return WindowNet(net), identity
+    slot_names = None
+    if name == "Labram":
+        from braindecode.models.labram import LABRAM_CHANNEL_ORDER
+
+        if n_chans > len(LABRAM_CHANNEL_ORDER):
+            raise ValueError(f"labram_scratch: {n_chans} channels, more than Labram's {len(LABRAM_CHANNEL_ORDER)}")
+        slot_names = list(LABRAM_CHANNEL_ORDER[:n_chans])
+    return WindowNet(net, slot_names), identity
