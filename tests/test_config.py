@@ -166,13 +166,16 @@ def test_job_settings_ignore_what_the_job_does_not_read(repo_root: Path):
     raw = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
     before = parse_config(raw)
     after = parse_config({**raw, "finetune": {**raw["finetune"], "seeds": [0, 1, 2, 3, 4, 5], "probe_lr": 0.01,
-                                              "methods": raw["finetune"]["methods"] + ["ablation:deep"]},
+                                              "methods": raw["finetune"]["methods"] + ["ablation:deep",
+                                                                                       "tokenizer:neurorvq"]},
                           "pretrain": {**raw["pretrain"], "codes": "/shared/codes",
                                        "ablations": {**raw["pretrain"]["ablations"],
                                                      "deep": {"model": {"backbone": {"depth": 24}}}}},
-                          "tokenizer": {**raw["tokenizer"], "pretrained": None}})
+                          "tokenizer": {**raw["tokenizer"], "pretrained": None,
+                                        "variants": raw["tokenizer"]["variants"] + ["neurorvq"]}})
     for rule, kw in [("pretrain", {"run": "brainrvq-base"}), ("pretrain", {"run": "flat-heads"}),
-                     ("train_tokenizer", {}), ("finetune", {"dataset": "tuev", "method": "full"}),
+                     ("train_tokenizer", {}), ("train_tokenizer", {"tokenizer": "ddrvq-base-labram"}),
+                     ("pretrain", {"run": "tokenizer-labram"}), ("finetune", {"dataset": "tuev", "method": "full"}),
                      ("finetune", {"dataset": "tuev", "method": "ablation:flat-heads"}),
                      ("finetune", {"dataset": "tuab", "method": "logreg"})]:
         assert job_settings(before, rule, **kw) == job_settings(after, rule, **kw), (rule, kw)
@@ -219,3 +222,18 @@ def test_conda_env_matches_pyproject(repo_root: Path):
     env = yaml.safe_load((repo_root / "envs" / "pipeline.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert set(pip) == wanted
+
+
+def test_a_tokenizer_variant_is_the_main_section_with_its_variant(repo_root: Path):
+    cfg = load_config(repo_root / "config" / "config.yaml")
+    main, labram = job_settings(cfg, "train_tokenizer"), job_settings(cfg, "train_tokenizer", tokenizer="ddrvq-base-labram")
+    assert {k for k in main if main[k] != labram[k]} == {"name", "variant"}
+    assert (labram["name"], labram["variant"]) == ("ddrvq-base-labram", "labram")
+    assert cfg.pretrain_runs()["tokenizer-labram"] == "ddrvq-base-labram"
+    assert job_settings(cfg, "pretrain", run="tokenizer-labram") == {
+        **job_settings(cfg, "pretrain", run="brainrvq-base"), "name": "tokenizer-labram"}
+    raw = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
+    with pytest.raises(ConfigError, match="tokenizer variant 'neurorvq'"):
+        parse_config({**raw, "finetune": {**raw["finetune"], "methods": ["tokenizer:neurorvq"]}})
+    with pytest.raises(ConfigError, match="main tokenizer's variant"):
+        parse_config({**raw, "tokenizer": {**raw["tokenizer"], "variants": ["ddrvq"]}})
