@@ -9,7 +9,8 @@ from the config (steps, global batch, precision, window length, channel sets, GP
 seeds and epochs) — except what neither holds, which is an option with a stated default:
 
 * extract-codes: the number of pretraining-corpus windows. Default: the windows pretraining reads
-  (max_steps × batch_size), i.e. one epoch's worth; pass --corpus-windows for the real corpus.
+  (max_steps × batch_size), i.e. one epoch's worth; pass --corpus-windows for the real corpus. Schedules held as
+  epochs (train.epochs, the paper config's) need it: their steps are epochs × (corpus windows // batch).
 * fine-tuning: the samples per downstream dataset, from --samples FILE.json ({dataset: labelled windows, all
   splits}: the row counts of each dataset's samples/index.parquet); datasets without a count are listed as skipped.
 
@@ -24,7 +25,8 @@ Assumptions (also written into the output):
 * fine-tuning: per dataset, method and seed, epochs × samples × FLOPs per sample ÷ the pretraining step's achieved
   FLOP/s at finetune.mixed_precision. FLOPs per sample = the backbone forward at the dataset's channels × patches
   (gpu_check.backbone_forward_flops) × 3 for the methods that train the backbone (full, scratch, ablation:*),
-  × 1 for probe (frozen backbone, forward only); logreg runs on the CPU and is left out. Every sample is counted
+  × 1 for probe (frozen backbone, forward only); the baselines (classical regressions on the CPU, braindecode
+  networks far smaller than the backbone) are left out. Every sample is counted
   as a training sample in every epoch (validation and test passes are forward-only and smaller: an upper bound
   on their share), and short windows (a few hundred tokens or fewer) reach a lower FLOP/s than the pretraining
   step, which makes these hours a lower bound on that side. Treat fine-tuning rows as order-of-magnitude.
@@ -44,7 +46,9 @@ for p in (str(ROOT), str(HERE)):
         sys.path.insert(0, p)
 
 TRAINS_BACKBONE = 3  # forward + backward ≈ 3 forwards
-CPU_METHODS = ("logreg",)
+from pipeline.config import BASELINE_METHODS, with_epochs  # noqa: E402
+
+CPU_METHODS = BASELINE_METHODS  # not the backbone's FLOPs (see the docstring)
 
 
 def load_check(path: Path) -> dict:
@@ -113,11 +117,20 @@ def estimate(report: dict, cfg, cfg_raw: dict, *, corpus_windows: float | None, 
     shape = window_shape(pretrain_sets[0])
     ppw = shape[0] * shape[1]
     rows = []
+
+    def steps(tc):  # an epoch-held schedule as steps over the corpus (pipeline.config.with_epochs)
+        if tc.epochs is None:
+            return tc
+        if corpus_windows is None:
+            raise SystemExit("config holds the training schedule in epochs: pass --corpus-windows")
+        return with_epochs(tc, int(corpus_windows))
+
     tok = section(report, precision_section("tokenizer", cfg.tokenizer.train.mixed_precision))
-    rows.append(training_row("train_tokenizer", 1, cfg.tokenizer.train, tok, ppw, shape, gpus(cfg_raw, "train_tokenizer")))
+    rows.append(training_row("train_tokenizer", len(cfg.tokenizers()), steps(cfg.tokenizer.train), tok, ppw, shape,
+                             gpus(cfg_raw, "train_tokenizer")))
     pre = section(report, precision_section("pretrain", cfg.pretrain.train.mixed_precision))
-    runs = 1 + len(cfg.pretrain.ablations)
-    rows.append(training_row("pretrain", runs, cfg.pretrain.train, pre, ppw, shape, gpus(cfg_raw, "pretrain")))
+    runs = len(cfg.pretrain_runs())  # main + ablations + one per tokenizer variant
+    rows.append(training_row("pretrain", runs, steps(cfg.pretrain.train), pre, ppw, shape, gpus(cfg_raw, "pretrain")))
 
     ext = section(report, "extract_codes")
     windows = corpus_windows if corpus_windows is not None else cfg.pretrain.train.max_steps * cfg.pretrain.train.batch_size

@@ -170,6 +170,10 @@ class TrainConfig:
     batch_size: int = 8  # global windows per optimizer step, whatever the number of processes
     grad_accum: int = 1  # micro-batches per step (memory); the global batch and the run stay the same
     max_steps: int = 200
+    # Epoch-held schedules (the published recipe's): when set, max_steps / warmup_steps are derived from the corpus
+    # at run time (steps per epoch = training windows // batch_size, as the published loaders drop the last batch).
+    epochs: int | None = None
+    warmup_epochs: int | None = None
     lr: float = 1e-3
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.05
@@ -183,6 +187,23 @@ class TrainConfig:
     buffer_chunks: int = 8  # shuffle buffer, in chunks
     num_workers: int = 0  # DataLoader workers per process
     deterministic: bool = False  # torch.use_deterministic_algorithms: bit-reproducible resumes
+
+
+def with_epochs(tc: TrainConfig, n_windows: int, *, where: str = "train") -> TrainConfig:
+    """`tc` with max_steps and warmup_steps derived from `epochs` / `warmup_epochs` over a corpus of `n_windows`
+    training windows (unchanged when both are unset)."""
+    if tc.epochs is None and tc.warmup_epochs is None:
+        return tc
+    per_epoch = n_windows // tc.batch_size
+    if per_epoch < 1:
+        raise ConfigError(f"{where}.epochs: {n_windows} training windows hold no batch of {tc.batch_size} "
+                          f"(lower {where}.batch_size or use max_steps)")
+    changes: dict[str, int] = {}
+    if tc.epochs is not None:
+        changes["max_steps"] = tc.epochs * per_epoch
+    if tc.warmup_epochs is not None:
+        changes["warmup_steps"] = tc.warmup_epochs * per_epoch
+    return dataclasses.replace(tc, **changes)
 
 
 class Overrides(collections.abc.Mapping):
@@ -285,6 +306,20 @@ class TokenizerSection:
     heldout_split: str = "test"  # windows of these subjects are never trained on; evaluation uses them
     eval_windows: int = 32
     pretrained: str | None = None  # folder of a tokenizer trained elsewhere (model.safetensors): not retrained
+    # Tokenizer ablations: each variant trains its own tokenizer <name>-<variant> (this section, that variant),
+    # extracts its own codes and pretrains its own run tokenizer-<variant> (the main pretraining section);
+    # finetune.methods "tokenizer:<variant>" fine-tunes it like `full`.
+    variants: tuple[Literal["ddrvq", "ddrvq_time", "ddrvq_freq", "labram", "neurorvq"], ...] = ()
+
+    def variant_name(self, variant: str) -> str:
+        return f"{self.name}-{variant}"
+
+    def variant_section(self, variant: str) -> "TokenizerSection":
+        """The section that trains variant `variant`'s tokenizer (never a pretrained one: that is the main's)."""
+        if variant not in self.variants:
+            raise ConfigError(f"tokenizer.variants: no variant {variant!r}; configured: {list(self.variants)}")
+        return dataclasses.replace(self, name=self.variant_name(variant), variant=variant, variants=(),
+                                   pretrained=None)
 
 
 @dataclass(frozen=True)
@@ -371,8 +406,11 @@ class FinetuneSection:
     """Downstream evaluation, per dataset × method × seed (pipeline.train.finetune)."""
 
     # full: pretrained, all layers (layer-wise lr decay); probe: pretrained, frozen backbone + linear head;
-    # scratch: the same backbone randomly initialised; logreg: log band powers + logistic regression (a floor);
-    # ablation:<name>: full fine-tuning of the pretraining ablation <name> (pretrain.ablations)
+    # scratch: the same backbone randomly initialised; ablation:<name>: full fine-tuning of the pretraining ablation
+    # <name> (pretrain.ablations). Baselines on the same samples, splits, seeds and selection rule:
+    # logreg (log band powers), raw_logreg (the block-averaged raw window), tangent_logreg (pyriemann tangent space),
+    # each + logistic regression with C from c_grid chosen on validation; eegnet, shallow_fbcsp (braindecode's
+    # EEGNet and ShallowFBCSPNet trained from scratch with deep_lr).
     methods: tuple[str, ...] = ("full", "probe", "scratch", "logreg")
     seeds: tuple[int, ...] = (0, 1, 2)
     epochs: int = 10
@@ -391,6 +429,9 @@ class FinetuneSection:
     num_workers: int = 0
     deterministic: bool = False
     primary_metric: str = "balanced_accuracy"  # model selection on the validation split
+    c_grid: tuple[float, ...] = (1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0)  # logistic regressions' C candidates
+    raw_sfreq: float = 20.0  # raw_logreg: the window block-averaged to this rate (must divide 200 Hz)
+    deep_lr: float = 1e-3  # eegnet / shallow_fbcsp: AdamW lr (no layer decay: nothing is pretrained)
 
 
 @dataclass(frozen=True)
@@ -403,6 +444,24 @@ class PipelineConfig:
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
     pretrain: PretrainSection = field(default_factory=PretrainSection)
     finetune: FinetuneSection = field(default_factory=FinetuneSection)
+
+    def tokenizers(self) -> dict[str, TokenizerSection]:
+        """Every tokenizer this config trains or uses, by folder name: the main one, then one per variant."""
+        out = {self.tokenizer.name: self.tokenizer}
+        out.update({self.tokenizer.variant_name(v): self.tokenizer.variant_section(v) for v in self.tokenizer.variants})
+        return out
+
+    def pretrain_runs(self) -> dict[str, str]:
+        """Pretraining run → the tokenizer whose codes it learns: the main run and its ablations use the main
+        tokenizer; run tokenizer-<variant> uses that variant's."""
+        runs = {run: self.tokenizer.name for run in (self.pretrain.name, *self.pretrain.ablations)}
+        runs.update({tokenizer_run(v): self.tokenizer.variant_name(v) for v in self.tokenizer.variants})
+        return runs
+
+
+def tokenizer_run(variant: str) -> str:
+    """The pretraining run (and fine-tuning method `tokenizer:<variant>`'s model) of a tokenizer variant."""
+    return f"tokenizer-{variant}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -615,7 +674,17 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path | None = None) -> Pip
     for run in cfg.pretrain.ablations:
         check_name(run, f"pretrain.ablations.{run}")
         cfg.pretrain.ablation(run)  # its mask must be valid too
+    if cfg.tokenizer.variant in cfg.tokenizer.variants:
+        raise ConfigError(f"tokenizer.variants: {cfg.tokenizer.variant!r} is the main tokenizer's variant "
+                          "(tokenizer.variant); list only the other variants")
+    runs = cfg.pretrain_runs()
+    if len(runs) != 1 + len(cfg.pretrain.ablations) + len(cfg.tokenizer.variants):
+        raise ConfigError(f"pretrain.ablations: a name collides with a tokenizer variant's run ({sorted(runs)})")
     for method in cfg.finetune.methods:
+        if method.startswith("tokenizer:") and method.split(":", 1)[1] not in cfg.tokenizer.variants:
+            raise ConfigError(f"finetune.methods: {method!r} fine-tunes tokenizer variant "
+                              f"{method.split(':', 1)[1]!r}, which tokenizer.variants does not list "
+                              f"(listed: {list(cfg.tokenizer.variants)})")
         run = method.split(":", 1)[1] if method.startswith("ablation:") else None
         if run is not None and run not in cfg.pretrain.ablations:
             raise ConfigError(f"finetune.methods: {method!r} fine-tunes pretraining ablation {run!r}, which "
@@ -729,6 +798,11 @@ def stage_settings_json(ds: DatasetConfig, stage: str) -> str:
 # and the training runs' checkpoint identity all come from here
 
 
+# Baselines that need no pretrained model (pipeline.train.classical, pipeline.train.deep_baselines)
+CLASSICAL_METHODS = ("logreg", "raw_logreg", "tangent_logreg")
+DEEP_METHODS = ("eegnet", "shallow_fbcsp", "labram_scratch", "cbramod_scratch")
+BASELINE_METHODS = CLASSICAL_METHODS + DEEP_METHODS
+
 # What every trained fine-tuning method (full, probe, scratch, ablation:<run>) reads; the learning rates differ.
 _FINETUNE_TRAINED = ("epochs", "batch_size", "weight_decay", "warmup_epochs", "min_lr_ratio", "class_weights",
                      "dropout", "grad_clip", "mixed_precision", "num_workers", "deterministic", "primary_metric")
@@ -738,6 +812,7 @@ def tokenizer_job_settings(section: TokenizerSection) -> dict[str, Any]:
     """What train_tokenizer reads of `tokenizer` (not `pretrained`: a tokenizer trained elsewhere replaces the job)."""
     out = to_dict(section)
     out.pop("pretrained")
+    out.pop("variants")  # the other tokenizers' jobs
     return out
 
 
@@ -755,8 +830,11 @@ def pretrain_job_settings(section: PretrainSection, run: str | None = None) -> d
 def finetune_job_settings(section: FinetuneSection, method: str, labels: LabelConfig) -> dict[str, Any]:
     """What one fine-tuning job (method × seed on a dataset with these labels) reads of `finetune`: not the lists of
     methods and seeds (its wildcards), not another method's learning rate, nothing of training for logreg."""
-    if method == "logreg":  # band powers + logistic regression: batch_size only sizes the feature pass
-        keys: tuple[str, ...] = ("batch_size", "primary_metric")
+    if method in CLASSICAL_METHODS:  # features + logistic regression: batch_size only sizes the feature pass
+        keys: tuple[str, ...] = ("batch_size", "primary_metric", "c_grid") + (("raw_sfreq",) if method == "raw_logreg"
+                                                                              else ())
+    elif method in DEEP_METHODS:
+        keys = _FINETUNE_TRAINED + ("deep_lr",) + (("label_smoothing",) if len(labels.classes) > 2 else ())
     else:
         keys = _FINETUNE_TRAINED + (("probe_lr",) if method == "probe" else ("lr", "layer_decay"))
         if len(labels.classes) > 2:  # binary tasks use a logistic loss without smoothing
@@ -766,14 +844,17 @@ def finetune_job_settings(section: FinetuneSection, method: str, labels: LabelCo
 
 
 def job_settings(cfg: PipelineConfig, rule: str, *, dataset: str | None = None, run: str | None = None,
-                 method: str | None = None) -> Any:
+                 method: str | None = None, tokenizer: str | None = None) -> Any:
     """The JSON-ready settings job `rule` reads (wildcards as keywords): every rule's `params.settings` and the
     `--settings` its stage gets. Settings a job does not read are absent, so changing them reruns nothing."""
     if rule == "fetch_demo_corpus":
         return {k: to_dict(v) for k, v in cfg.demo_corpus.items()}
     if rule == "train_tokenizer":
-        return tokenizer_job_settings(cfg.tokenizer)
+        return tokenizer_job_settings(cfg.tokenizers()[tokenizer] if tokenizer else cfg.tokenizer)
     if rule == "pretrain":
+        if run is not None and run.startswith("tokenizer-") and run in cfg.pretrain_runs():
+            # a tokenizer variant's run: the main section (its codes differ: an input), under its own name
+            return pretrain_job_settings(dataclasses.replace(cfg.pretrain, name=run))
         return pretrain_job_settings(cfg.pretrain, run)
     if dataset is None:
         raise ConfigError(f"job_settings: rule {rule!r} needs a dataset")

@@ -151,16 +151,20 @@ def test_schema_errors_are_one_line_naming_the_key(repo_root: Path):
 def test_job_settings_hold_what_the_job_reads(repo_root: Path):
     cfg = load_config(repo_root / "config" / "config.yaml")
     pretrain = job_settings(cfg, "pretrain", run="brainrvq-base")
-    assert "ablations" not in pretrain and "codes" not in pretrain and pretrain["train"]["max_steps"] == 100000
+    assert "ablations" not in pretrain and "codes" not in pretrain and pretrain["train"]["epochs"] == 20
     ablation = job_settings(cfg, "pretrain", run="flat-heads")
-    assert ablation["name"] == "flat-heads" and ablation["model"] == {"hierarchical": False}
+    assert ablation["name"] == "flat-heads" and ablation["model"] == {
+        "hierarchical": False, "backbone": {"qkv_bias": False, "pos_init_std": 0.02, "time_bias_max_slope": 0.0}}
     assert "pretrained" not in job_settings(cfg, "train_tokenizer")
     full = job_settings(cfg, "finetune", dataset="tuab", method="full")
     probe = job_settings(cfg, "finetune", dataset="tuab", method="probe")
     logreg = job_settings(cfg, "finetune", dataset="tuab", method="logreg")
     assert {"methods", "seeds"}.isdisjoint(full) and "probe_lr" not in full and full["lr"] == 0.0005
     assert "lr" not in probe and "layer_decay" not in probe and probe["probe_lr"] == 0.005
-    assert logreg == {"batch_size": 64, "primary_metric": "balanced_accuracy"}
+    assert logreg == {"batch_size": 64, "primary_metric": "balanced_accuracy", "c_grid": list(cfg.finetune.c_grid)}
+    assert job_settings(cfg, "finetune", dataset="tuab", method="raw_logreg") == {**logreg, "raw_sfreq": 20.0}
+    eegnet = job_settings(cfg, "finetune", dataset="tuab", method="eegnet")
+    assert eegnet["deep_lr"] == cfg.finetune.deep_lr and "lr" not in eegnet and "layer_decay" not in eegnet
     # label smoothing is read by multi-class cross-entropy only (TUAB is binary, TUEV has six classes)
     assert "label_smoothing" not in full
     assert "label_smoothing" in job_settings(cfg, "finetune", dataset="tuev", method="full")
@@ -177,13 +181,16 @@ def test_job_settings_ignore_what_the_job_does_not_read(repo_root: Path):
     raw = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
     before = parse_config(raw)
     after = parse_config({**raw, "finetune": {**raw["finetune"], "seeds": [0, 1, 2, 3, 4, 5], "probe_lr": 0.01,
-                                              "methods": raw["finetune"]["methods"] + ["ablation:deep"]},
+                                              "methods": raw["finetune"]["methods"] + ["ablation:deep",
+                                                                                       "tokenizer:neurorvq"]},
                           "pretrain": {**raw["pretrain"], "codes": "/shared/codes",
                                        "ablations": {**raw["pretrain"]["ablations"],
                                                      "deep": {"model": {"backbone": {"depth": 24}}}}},
-                          "tokenizer": {**raw["tokenizer"], "pretrained": None}})
+                          "tokenizer": {**raw["tokenizer"], "pretrained": None,
+                                        "variants": raw["tokenizer"]["variants"] + ["neurorvq"]}})
     for rule, kw in [("pretrain", {"run": "brainrvq-base"}), ("pretrain", {"run": "flat-heads"}),
-                     ("train_tokenizer", {}), ("finetune", {"dataset": "tuev", "method": "full"}),
+                     ("train_tokenizer", {}), ("train_tokenizer", {"tokenizer": "ddrvq-base-labram"}),
+                     ("pretrain", {"run": "tokenizer-labram"}), ("finetune", {"dataset": "tuev", "method": "full"}),
                      ("finetune", {"dataset": "tuev", "method": "ablation:flat-heads"}),
                      ("finetune", {"dataset": "tuab", "method": "logreg"})]:
         assert job_settings(before, rule, **kw) == job_settings(after, rule, **kw), (rule, kw)
@@ -230,3 +237,18 @@ def test_conda_env_matches_pyproject(repo_root: Path):
     env = yaml.safe_load((repo_root / "envs" / "pipeline.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert set(pip) == wanted
+
+
+def test_a_tokenizer_variant_is_the_main_section_with_its_variant(repo_root: Path):
+    cfg = load_config(repo_root / "config" / "config.yaml")
+    main, labram = job_settings(cfg, "train_tokenizer"), job_settings(cfg, "train_tokenizer", tokenizer="ddrvq-base-labram")
+    assert {k for k in main if main[k] != labram[k]} == {"name", "variant"}
+    assert (labram["name"], labram["variant"]) == ("ddrvq-base-labram", "labram")
+    assert cfg.pretrain_runs()["tokenizer-labram"] == "ddrvq-base-labram"
+    assert job_settings(cfg, "pretrain", run="tokenizer-labram") == {
+        **job_settings(cfg, "pretrain", run="brainrvq-base"), "name": "tokenizer-labram"}
+    raw = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
+    with pytest.raises(ConfigError, match="tokenizer variant 'neurorvq'"):
+        parse_config({**raw, "finetune": {**raw["finetune"], "methods": ["tokenizer:neurorvq"]}})
+    with pytest.raises(ConfigError, match="main tokenizer's variant"):
+        parse_config({**raw, "tokenizer": {**raw["tokenizer"], "variants": ["ddrvq"]}})

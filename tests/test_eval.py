@@ -10,9 +10,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 import pytest
 
-from pipeline.eval.baseline import band_power_features, fit_logreg_baseline
+from pipeline.eval.baseline import C_GRID, band_power_features, fit_logreg_baseline
 from pipeline.eval.metrics import PRIMARY, binary_metrics, multiclass_metrics, task_metrics
 from pipeline.eval.tables import format_cell, load_paper_tables
 from pipeline.stages import tables as tables_stage
@@ -115,8 +116,8 @@ def test_baseline_separates_on_one_band():
         res = fit_logreg_baseline(xtr, ytr, xva, yva, xte, yte, task=task, seed=0, dataset="synthetic")
         assert res["test"][PRIMARY] == 1.0
         assert res["method"] == "logreg-bandpower" and res["task"] == task and res["n_test"] == 60
-        assert res["hyperparameters"]["C"] in (0.01, 0.1, 1.0, 10.0)
-        assert set(res["val_by_C"]) == {"0.01", "0.1", "1", "10"}
+        assert res["hyperparameters"]["C"] in C_GRID
+        assert set(res["val_by_C"]) == {f"{c:g}" for c in C_GRID}
         if task == "binary":
             assert res["test"]["auroc"] == 1.0
 
@@ -189,7 +190,8 @@ def test_tables_stage(tmp_path):
     root, out = tmp_path / "results" / "run1" / "finetune", tmp_path / "tables"
     _fake_tree(root)
     _run_stage(str(root), "--out", str(out), "--paper", str(PAPER))
-    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.md", "results.png", "summary.csv", "table.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["paired.csv", "results.csv", "results.md", "results.png",
+                                                     "summary.csv", "table.md"]
 
     with open(out / "results.csv") as fh:
         long = list(csv.DictReader(fh))
@@ -286,3 +288,29 @@ def test_paper_tables_yaml_is_complete():
             for mean, std in row.values.values():
                 assert 0 < mean < 1 and (std is None or 0 <= std < 0.1)
     assert paper["tuab"].rows[0].values["balanced_accuracy"] == (0.8140, 0.0019)
+
+
+def test_paired_differences_are_seed_paired_with_a_t_interval(tmp_path):
+    """full − scratch and full − the best baseline (by validation), per dataset and metric, paired by seed."""
+    root, out = tmp_path / "finetune", tmp_path / "tables"
+    test = {"full": [0.8, 0.7, 0.9], "scratch": [0.6, 0.65, 0.7], "raw_logreg": [0.9, 0.9, 0.9],
+            "eegnet": [0.6, 0.5, 0.7]}
+    val = {"full": 0.8, "scratch": 0.6, "raw_logreg": 0.7, "eegnet": 0.75}  # eegnet is best on validation
+    for method, values in test.items():
+        for seed, v in enumerate(values):
+            path = _write_run(root, "demo", method, seed, "binary", {"balanced_accuracy": v, "auroc": v})
+            rec = json.loads(path.read_text())
+            path.write_text(json.dumps({**rec, "val": {"balanced_accuracy": val[method], "auroc": val[method]}}))
+    _run_stage(str(root), "--out", str(out))
+    with open(out / "paired.csv") as fh:
+        rows = {(r["comparison"], r["metric"]): r for r in csv.DictReader(fh)}
+    scratch = rows[("full − scratch", "balanced_accuracy")]
+    d = np.array([0.2, 0.05, 0.2])
+    half = scipy.stats.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+    assert float(scratch["mean"]) == pytest.approx(0.15) and int(scratch["n_seeds"]) == 3
+    assert float(scratch["lo"]) == pytest.approx(0.15 - half) and float(scratch["hi"]) == pytest.approx(0.15 + half)
+    best = rows[("full − best baseline", "balanced_accuracy")]
+    assert best["against"] == "eegnet" and float(best["mean"]) == pytest.approx(0.2)
+    assert float(best["lo"]) == pytest.approx(0.2) == float(best["hi"])  # constant differences: zero width
+    md = (out / "results.md").read_text()
+    assert "## Paired differences" in md and f"+0.1500 [{0.15 - half:+.4f}, {0.15 + half:+.4f}]" in md

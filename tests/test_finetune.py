@@ -166,3 +166,47 @@ def test_scratch_retrains_when_the_architecture_changes(face_house: Path, tmp_pa
              pretrained=_tiny_pretrained(tmp_path / "b", time_bias_max_slope=0.0), dataset="demo_bids")
     assert list(tmp_path.glob("scratch/checkpoints.stale-*")), "the old architecture's checkpoints were resumed"
     assert first["n_train"] > 0
+
+
+@pytest.mark.slow
+def test_baselines_run_on_the_same_samples_splits_and_selection(face_house: Path, tmp_path: Path):
+    """The classical and braindecode baselines are fine-tuning methods: same windows, splits, seed and
+    selection rule (C or epoch on validation), same metrics; none needs a pretrained model."""
+    from pipeline.config import BASELINE_METHODS
+
+    section = FinetuneSection(epochs=1, batch_size=64, deep_lr=2e-3)
+    results = {m: finetune(face_house, tmp_path / m, section, FACE_HOUSE, method=m, seed=0, pretrained=None,
+                           dataset="demo_bids") for m in ("raw_logreg", "tangent_logreg", "eegnet", "shallow_fbcsp")}
+    n = {(r["n_train"], r["n_val"], r["n_test"]) for r in results.values()}
+    assert len(n) == 1, n  # the same windows for every method
+    for m in ("raw_logreg", "tangent_logreg"):
+        r = results[m]
+        assert r["method"] == m and r["dataset"] == "demo_bids" and r["classes"] == ["face", "house"]
+        chosen = r["hyperparameters"]["C"]
+        assert chosen in section.c_grid
+        assert r["val"] == max(r["val_by_C"].values(), key=lambda v: v["balanced_accuracy"])
+    for m in ("eegnet", "shallow_fbcsp"):
+        r = results[m]
+        assert r["method"] == m and r["pretrained"] is None and r["epochs"] == 1 and r["best_epoch"] == 1
+        assert set(r["test"]) == {"balanced_accuracy", "auroc", "auc_pr"}
+    assert set(BASELINE_METHODS) >= set(results)
+    print({m: round(r["test"]["balanced_accuracy"], 3) for m, r in results.items()})
+
+
+@pytest.mark.parametrize("method", ["eegnet", pytest.param("labram_scratch", marks=pytest.mark.slow)])
+def test_deep_baselines_read_windows_and_ignore_padding_channels(method: str):
+    """braindecode models behind the (x, ch) call of the fine-tuning code: [B, C, P, T] windows in, one logit row
+    per window out, and a padding slot (ch = −1) cannot leak into the prediction."""
+    from pipeline.train.deep_baselines import build_window_model
+
+    torch.manual_seed(0)
+    net, identity = build_window_model(method, n_chans=4, n_times=400, n_outputs=3)
+    net.eval()
+    x, ch = torch.randn(2, 4, 2, 200), torch.tensor([[0, 1, 2, -1], [0, 1, 2, -1]])
+    noisy = x.clone()
+    noisy[:, 3] = 1e3 * torch.randn(2, 2, 200)
+    with torch.no_grad():
+        out = net(x, ch)
+        assert out.shape == (2, 3) and torch.equal(out, net(noisy, ch))
+        assert not torch.equal(out, net(noisy, torch.tensor([[0, 1, 2, 3], [0, 1, 2, 3]])))
+    assert identity["architecture"].startswith("braindecode.models.") and identity["n_times"] == 400

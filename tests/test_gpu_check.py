@@ -120,7 +120,7 @@ def test_gpu_hours_on_the_smoke_json(smoke, tmp_path):
     counts.write_text(json.dumps({n: 1000 for n in downstream}))
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_hours.py"), str(out / "gpu_check.json"),
                            "--config", str(ROOT / "config" / "config.yaml"), "--out", str(tmp_path / "hours.md"),
-                           "--samples", str(counts)],
+                           "--samples", str(counts), "--corpus-windows", "1e6"],
                           capture_output=True, text=True, cwd=ROOT, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -129,8 +129,11 @@ def test_gpu_hours_on_the_smoke_json(smoke, tmp_path):
     assert set(stages) == {"train_tokenizer", "pretrain", "extract_codes", "finetune"}
     for r in result["rows"]:
         assert _positive(r["gpu_hours"]) and _positive(r["wall_hours"]), r
-    tc = cfg.pretrain.train  # the main run and each ablation, 19 channels × 30 one-second patches per window
-    assert stages["pretrain"]["units"] == (1 + len(cfg.pretrain.ablations)) * tc.max_steps * tc.batch_size * 19 * 30
+    # the main run, each ablation and each tokenizer variant's run, 19 channels × 30 one-second patches per window;
+    # the schedule is held in epochs: steps = epochs × (corpus windows // batch)
+    tc = cfg.pretrain.train
+    steps = tc.epochs * (10**6 // tc.batch_size)
+    assert stages["pretrain"]["units"] == len(cfg.pretrain_runs()) * steps * tc.batch_size * 19 * 30
     assert all(_positive(r["gpu_hours"]) for r in result["finetune"] if "method" in r)
     assert {r["dataset"] for r in result["finetune"] if "method" in r} == set(downstream)
     assert "| **total** |" in (tmp_path / "hours.md").read_text()

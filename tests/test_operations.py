@@ -56,7 +56,11 @@ def per_dataset(rule: str, datasets=(DS, "demo_physionet")) -> set[str]:
     return {f"{rule}[dataset={d}]" for d in datasets}
 
 
-FROM_TOKENIZER = {"train_tokenizer", *per_dataset("extract_codes"), "pretrain[run=brainrvq-demo]"}
+def per_tokenizer(rule: str, tok: str = "ddrvq-demo", datasets=(DS, "demo_physionet")) -> set[str]:
+    return {f"{rule}[dataset={d},tok={tok}]" for d in datasets}
+
+
+FROM_TOKENIZER = {"train_tokenizer[tok=ddrvq-demo]", *per_tokenizer("extract_codes"), "pretrain[run=brainrvq-demo]"}
 PRETRAINED = ("full", "scratch")  # methods with a pretrained model as input (scratch: its architecture)
 NEW = "Missing output files"  # the reason of a job whose outputs are new
 REMADE = "Input files updated by another job"
@@ -70,7 +74,7 @@ DATASET2 = {"description": "demo_bids again", "format": "bids", "path": "resourc
                                "house-inverted": "house"}}}
 # the same config in other words: lists reordered, defaults and nulls spelled out
 SAME = {"finetune.seeds": [1, 0], "finetune.methods": ["logreg", "scratch", "full"], "finetune.probe_lr": 0.005,
-        "finetune.primary_metric": "balanced_accuracy", "tokenizer.pretrained": None, "pretrain.codes": None,
+        "finetune.primary_metric": "balanced_accuracy", "tokenizer.pretrained": None, "tokenizer.variants": [], "pretrain.codes": None,
         "pretrain.ablations": {}, "ingest.min_duration_s": None, "pretrain.mask.ratio": 0.5,
         "tokenizer.model.codebook_size": 64}
 
@@ -98,6 +102,11 @@ SAME = {"finetune.seeds": [1, 0], "finetune.methods": ["logreg", "scratch", "ful
                   "finetune.methods": [*METHODS, "ablation:random-mask"]},
                  {"pretrain[run=random-mask]", *_finetune("ablation-random-mask"), "tables"},
                  {"pretrain": NEW, "finetune": NEW}, id="add-ablation"),
+    # a tokenizer variant: its own tokenizer, codes, pretraining run and fine-tuning; the main chain untouched
+    pytest.param({"tokenizer.variants": ["ddrvq_time"], "finetune.methods": [*METHODS, "tokenizer:ddrvq_time"]},
+                 {"train_tokenizer[tok=ddrvq-demo-ddrvq_time]", *per_tokenizer("extract_codes", "ddrvq-demo-ddrvq_time"),
+                  "pretrain[run=tokenizer-ddrvq_time]", *_finetune("tokenizer-ddrvq_time"), "tables"},
+                 {"train_tokenizer": NEW, "extract_codes": NEW, "pretrain": NEW, "finetune": NEW}, id="add-variant"),
     pytest.param({"datasets.demo_bids2": DATASET2},
                  {f"{rule}[dataset=demo_bids2]" for rule in ("ingest", "standardize", "preprocess", "samples")}
                  | _finetune(*METHODS, dataset="demo_bids2") | {"tables"},

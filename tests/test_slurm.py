@@ -205,7 +205,7 @@ def test_workflow_runs_on_slurm_with_a_gpu_request(cluster, slurm_config: Path, 
     assert jobs[gpu_job].get("TresPerJob") == "gres:gpu:2" and jobs[gpu_job]["NumNodes"] == "1", jobs[gpu_job]
     assert jobs[gpu_job].get("CpusPerTres") == "gres:gpu:1", jobs[gpu_job]  # --cpus-per-gpu=1
     assert all("gpu" not in jobs[j].get("TresPerJob", "") for j in rule_of if j != gpu_job)
-    stage_log = (results / "logs" / "train_tokenizer.log").read_text()
+    stage_log = (results / "logs" / "train_tokenizer" / "ddrvq-demo.log").read_text()
     [launch] = _launcher_lines(stage_log)
     print(f"train_tokenizer: {launch}")
     assert launch["rule"] == "train_tokenizer" and launch["SLURM_JOB_ID"] == gpu_job
@@ -219,7 +219,7 @@ def test_workflow_runs_on_slurm_with_a_gpu_request(cluster, slurm_config: Path, 
     assert sorted(seen) == [(launch["CUDA_VISIBLE_DEVICES"], gpu_job, "2", r, "False") for r in "01"], seen
     assert "step 4: held-out" in stage_log
     # the other torch rule (extract_codes, no GPUs) went through the launcher too: one CPU process
-    [codes_launch] = _launcher_lines((results / "logs" / "demo_bids" / "extract_codes.log").read_text())
+    [codes_launch] = _launcher_lines((results / "logs" / "demo_bids" / "extract_codes" / "ddrvq-demo.log").read_text())
     assert (codes_launch["processes"], codes_launch["device"]) == ("1", "cpu"), codes_launch
 
 

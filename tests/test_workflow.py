@@ -56,8 +56,8 @@ def test_dag_runs_end_to_end(finished: Finished, tmp_path: Path):
     # Every torch stage ran under the device check (no host/device mismatch, or it would have failed) and really
     # worked on the device: a stage that never placed its model would report 0 device ops.
     logs = results / "logs"
-    torch_logs = [logs / "train_tokenizer.log", logs / "pretrain" / "brainrvq-demo.log",
-                  *(logs / ds / "extract_codes.log" for ds in ("demo_bids", "demo_physionet")),
+    torch_logs = [logs / "train_tokenizer" / "ddrvq-demo.log", logs / "pretrain" / "brainrvq-demo.log",
+                  *(logs / ds / "extract_codes" / "ddrvq-demo.log" for ds in ("demo_bids", "demo_physionet")),
                   *(logs / "demo_bids" / "finetune" / f"{m}-seed-{s}.log" for m in ("full", "scratch") for s in (0, 1))]
     for log in torch_logs:
         ops = re.findall(r"device check: (\d+) device ops", log.read_text())
@@ -174,6 +174,12 @@ def test_the_users_slurm_command_resolves_the_profile_in_the_repository_root(rep
 # the paper config's DAG: what one more seed, method or ablation plans (dry runs over tiny stand-in files)
 
 
+PAPER_VARIANTS = ("ddrvq_time", "ddrvq_freq", "labram")
+PAPER_METHODS = ("full", "probe", "scratch", "ablation-random-mask", "ablation-flat-heads", "ablation-ours-time-bias",
+                 "ablation-ours-pos-std", "ablation-ours", *(f"tokenizer-{v}" for v in PAPER_VARIANTS), "logreg",
+                 "raw_logreg", "tangent_logreg", "eegnet", "shallow_fbcsp", "labram_scratch", "cbramod_scratch")
+
+
 @dataclass(frozen=True)
 class PaperDag:
     workdir: Path
@@ -210,7 +216,13 @@ def paper_dag(repo_root: Path, tmp_path_factory) -> PaperDag:
         return proc
 
     jobs = planned_jobs(run("-n"))
-    assert sum(j["rule"] == "finetune" for j in jobs) == 8 * 6 * 5  # 8 datasets × 6 methods × 5 seeds
+    # the main run plus the tokenizer, mask, head and our-additions ablations, each pretrained and fine-tuned
+    assert {j["wildcards"]["tok"] for j in jobs if j["rule"] == "train_tokenizer"} == {
+        "ddrvq-base", *(f"ddrvq-base-{v}" for v in PAPER_VARIANTS)}
+    assert {j["wildcards"]["run"] for j in jobs if j["rule"] == "pretrain"} == {
+        "brainrvq-base", "random-mask", "flat-heads", "ours-time-bias", "ours-pos-std", "ours",
+        *(f"tokenizer-{v}" for v in PAPER_VARIANTS)}
+    assert sum(j["rule"] == "finetune" for j in jobs) == 8 * len(PAPER_METHODS) * 5  # datasets × methods × seeds
     directories = {"preprocess", "patch", "samples", "extract_codes"}  # directory() outputs
     for job in jobs:
         for out in job["output"]:
@@ -229,12 +241,27 @@ def _counts(jobs: list[dict]) -> dict[str, int]:
 @pytest.mark.xdist_group("paper_dag")  # one worker builds the module's paper DAG
 def test_paper_config_one_more_seed_plans_one_job_per_dataset_and_method(paper_dag: PaperDag, tmp_path: Path):
     jobs = paper_dag.dry_run(tmp_path, {"finetune": {"seeds": [0, 1, 2, 3, 4, 5]}})
-    assert _counts(jobs) == {"finetune": 48, "tables": 1}
+    assert _counts(jobs) == {"finetune": 8 * len(PAPER_METHODS), "tables": 1}
     finetune = [j for j in jobs if j["rule"] == "finetune"]
     assert {j["wildcards"]["seed"] for j in finetune} == {"5"}
     assert {(j["wildcards"]["dataset"], j["wildcards"]["method"]) for j in finetune} == {
-        (d, m) for d in paper_dag.downstream
-        for m in ("full", "probe", "scratch", "logreg", "ablation-random-mask", "ablation-flat-heads")}
+        (d, m) for d in paper_dag.downstream for m in PAPER_METHODS}
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("paper_dag")
+def test_paper_config_changing_one_tokenizer_variant_reruns_only_its_chain(paper_dag: PaperDag, tmp_path: Path):
+    variants = ["ddrvq_time", "ddrvq_freq", "neurorvq"]  # labram replaced
+    methods = [m.replace("-", ":", 1) if m.startswith(("ablation-", "tokenizer-")) else m for m in PAPER_METHODS]
+    methods = [m.replace("tokenizer:labram", "tokenizer:neurorvq") for m in methods]
+    jobs = paper_dag.dry_run(tmp_path, {"tokenizer": {"variants": variants}, "finetune": {"methods": methods}})
+    counts = _counts(jobs)
+    assert counts.pop("finetune") == 8 * 5 and counts.pop("tables") == 1
+    assert counts == {"train_tokenizer": 1, "extract_codes": counts["extract_codes"], "pretrain": 1}
+    assert {j["wildcards"].get("tok") for j in jobs if j["rule"] in ("train_tokenizer", "extract_codes")} == {
+        "ddrvq-base-neurorvq"}
+    assert {j["wildcards"]["run"] for j in jobs if j["rule"] == "pretrain"} == {"tokenizer-neurorvq"}
+    assert {j["wildcards"]["method"] for j in jobs if j["rule"] == "finetune"} == {"tokenizer-neurorvq"}
 
 
 @pytest.mark.slow

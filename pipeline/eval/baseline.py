@@ -1,8 +1,14 @@
-"""The classical sanity floor: log band powers per channel → standardized logistic regression.
+"""Classical baselines: features of the preprocessed window → standardized logistic regression, C on validation.
 
-A foundation model that cannot beat this on a dataset has learnt nothing the spectrum did not already say.
-`fit_logreg_baseline` returns a dict shaped like a fine-tuning run's metrics.json, so the tables stage reads
-both the same way (method "logreg-bandpower").
+- band powers (`band_power_features`): log power in five 1–45 Hz bands per channel — a spectral floor; it discards
+  slow potential shifts below 1 Hz, which some tasks are about.
+- the raw window (`raw_window_features`): every channel's samples block-averaged down to a low rate, so the
+  regression sees the waveform itself (the slow shifts included);
+- Riemannian tangent space (`tangent_space`): a shrunk spatial covariance per window, mapped by pyriemann
+  to the tangent space at the training set's Riemannian mean (the BCI field's standard), then the regression.
+
+`fit_logreg_baseline` returns a dict shaped like a fine-tuning run's metrics.json, so the tables stage reads them
+all the same way.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ BANDS: tuple[tuple[str, float, float], ...] = (
     ("beta", 13.0, 30.0),
     ("gamma", 30.0, 45.0),
 )
-C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+C_GRID: tuple[float, ...] = (1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0, 100.0)
 _EPS = 1e-12
 
 
@@ -76,6 +82,41 @@ def band_power_features(x: np.ndarray, sfreq: float = 200.0, valid: np.ndarray |
     return feats.reshape(n, c * len(bands)).astype(np.float32)
 
 
+def raw_window_features(x: np.ndarray, sfreq: float = 200.0, target_sfreq: float = 20.0,
+                        valid: np.ndarray | None = None) -> np.ndarray:
+    """The window's samples, block-averaged to `target_sfreq`: x [n, C, T] → [n, C·T'] channel-major.
+
+    A block mean is a boxcar low-pass before the decimation, so nothing above ≈ target_sfreq/2 aliases in much;
+    the slow components (below 1 Hz, which band powers drop) pass untouched. Padding channels get 0."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 3:
+        raise ValueError(f"x must be [n, channels, samples], got shape {x.shape}")
+    factor = int(round(sfreq / target_sfreq))
+    if factor < 1 or abs(sfreq / factor - target_sfreq) > 1e-6:
+        raise ValueError(f"raw_sfreq {target_sfreq:g} Hz must divide the sampling rate {sfreq:g} Hz")
+    n, c, t = x.shape
+    t = (t // factor) * factor
+    feats = x[:, :, :t].reshape(n, c, t // factor, factor).mean(axis=-1)
+    if valid is not None:
+        feats[~np.asarray(valid, dtype=bool)] = 0.0
+    return np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0).reshape(n, -1)
+
+
+def tangent_space(x_train: np.ndarray):
+    """Covariances (OAS shrinkage: padding or flat channels stay positive definite) → TangentSpace at the training
+    windows' Riemannian mean, fitted on x_train [n, C, T]; its `transform` gives [n, C·(C+1)/2] features for the
+    standardized logistic regression (unsupervised, so fitting it once serves every C)."""
+    from pyriemann.estimation import Covariances
+    from pyriemann.tangentspace import TangentSpace
+
+    return make_pipeline(Covariances(estimator="oas"), TangentSpace(metric="riemann")).fit(x_train)
+
+
+def logreg_pipeline(c: float, seed: int):
+    return make_pipeline(StandardScaler(),
+                         LogisticRegression(C=c, max_iter=2000, class_weight="balanced", random_state=seed))
+
+
 def _scores(model, x: np.ndarray, task: str, n_classes: int) -> np.ndarray:
     """Class probabilities in label order: P(1) [n] for binary, [n, n_classes] otherwise."""
     proba = model.predict_proba(x)
@@ -92,8 +133,9 @@ def _score_value(metrics: dict[str, float]) -> float:
 def fit_logreg_baseline(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
                         x_test: np.ndarray, y_test: np.ndarray, *, task: str, seed: int = 0,
                         cs: Sequence[float] = C_GRID, classes: Sequence[str] | None = None,
-                        dataset: str | None = None, method: str = "logreg-bandpower") -> dict:
-    """StandardScaler + LogisticRegression(class_weight="balanced"); C chosen on validation by the primary metric.
+                        dataset: str | None = None, method: str = "logreg-bandpower", make_model=logreg_pipeline) -> dict:
+    """`make_model(C, seed)` (default StandardScaler + LogisticRegression(class_weight="balanced")) for every C of
+    `cs`; C chosen on validation by the primary metric.
 
     Labels are integer class indices. Ties in the validation metric keep the smaller C (more regularized).
     Returns a metrics.json-shaped dict (test metrics of the selected C, validation metrics of every C tried).
@@ -110,8 +152,7 @@ def fit_logreg_baseline(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndar
     best = None
     val_by_c: dict[str, dict[str, float]] = {}
     for c in cs:
-        model = make_pipeline(StandardScaler(),
-                              LogisticRegression(C=c, max_iter=2000, class_weight="balanced", random_state=seed))
+        model = make_model(c, seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(x_train, y_train)

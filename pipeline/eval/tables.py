@@ -7,6 +7,8 @@ Output (each written atomically):
   summary.csv   dataset, method, metric, mean, std (ddof=1), n_seeds
   results.md    one Markdown table per dataset: rows = methods (this run's, then "(published)" ones)
   table.md      all datasets in one table, columns grouped by dataset
+  paired.csv    seed-paired differences: pretrained (`full`) − `scratch` and − the best baseline, per dataset and
+                metric, mean over seeds with a 95 % t-interval (also a section of results.md and table.md)
 """
 
 from __future__ import annotations
@@ -184,6 +186,88 @@ def summarize(rows: Iterable[dict]) -> list[dict]:
     return out
 
 
+# ----------------------------------------------------------------------------------- paired comparisons
+
+PRETRAINED = "full"
+SCRATCH = "scratch"
+# metrics.json "method" of the baselines (pipeline.train.classical / deep_baselines): no pretraining involved
+BASELINES = ("logreg-bandpower", "raw_logreg", "tangent_logreg", "eegnet", "shallow_fbcsp", "labram_scratch",
+             "cbramod_scratch")
+PAIRED_NOTE = ("Paired differences: per seed, the pretrained model's (`full`) test metric minus the other method's "
+               "at the same seed (same split; the seed sets initialisation and data order), then the mean over "
+               "seeds with a 95 % Student-t interval (n − 1 degrees of freedom; none for one seed). \"best "
+               "baseline\" is the baseline with the highest mean *validation* primary metric on that dataset, so "
+               "the test split chooses nothing. An interval that excludes 0 is a gain (or loss) beyond seed noise; "
+               "it says nothing about variation across splits.")
+
+
+def _by_seed(records: list[dict], dataset: str, method: str, split: str = "test") -> dict[int, dict]:
+    return {int(r["seed"]): r[split] for r in records if str(r["dataset"]) == dataset and str(r["method"]) == method}
+
+
+def best_baseline(records: list[dict], dataset: str) -> str | None:
+    """The baseline with the highest mean validation primary metric on `dataset` (None when none ran)."""
+    best, best_value = None, -math.inf
+    for method in BASELINES:
+        runs = [r for r in records if str(r["dataset"]) == dataset and str(r["method"]) == method]
+        values = [_number(r.get("val", {}).get(r.get("primary_metric", "balanced_accuracy"))) for r in runs]
+        values = [v for v in values if v is not None and math.isfinite(v)]
+        if values and float(np.mean(values)) > best_value:
+            best, best_value = method, float(np.mean(values))
+    return best
+
+
+def paired_difference(a: dict[int, dict], b: dict[int, dict], metric: str) -> dict | None:
+    """Mean of a − b over the seeds both have (finite values), with a 95 % t-interval; None without a common seed."""
+    from scipy import stats
+
+    diffs = [a[s][metric] - b[s][metric] for s in sorted(set(a) & set(b))
+             if _number(a[s].get(metric)) is not None and _number(b[s].get(metric)) is not None
+             and math.isfinite(a[s][metric]) and math.isfinite(b[s][metric])]
+    if not diffs:
+        return None
+    d = np.asarray(diffs, dtype=np.float64)
+    mean, n = float(d.mean()), len(d)
+    if n < 2:
+        return {"mean": mean, "lo": float("nan"), "hi": float("nan"), "n_seeds": n}
+    half = float(stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n))
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n_seeds": n}
+
+
+def paired_rows(records: list[dict], views: list["_DatasetView"]) -> list[dict]:
+    rows = []
+    for v in views:
+        full = _by_seed(records, v.name, PRETRAINED)
+        if not full:
+            continue
+        others = [("scratch", SCRATCH)]
+        best = best_baseline(records, v.name)
+        if best is not None:
+            others.append(("best baseline", best))
+        for comparison, method in others:
+            other = _by_seed(records, v.name, method)
+            for metric in v.metrics:
+                diff = paired_difference(full, other, metric)
+                if diff is not None:
+                    rows.append({"dataset": v.name, "comparison": f"{PRETRAINED} − {comparison}", "against": method,
+                                 "metric": metric, **diff})
+    return rows
+
+
+def format_difference(row: dict) -> str:
+    if not math.isfinite(row["lo"]):
+        return f"{row['mean']:+.4f} (n = 1)"
+    return f"{row['mean']:+.4f} [{row['lo']:+.4f}, {row['hi']:+.4f}]"
+
+
+def _paired_table(rows: list[dict], views: list["_DatasetView"]) -> str:
+    header = ["Dataset", "Comparison", "Against", "Seeds", "Metric", "Mean difference [95 % CI]"]
+    titles = {v.name: v.title for v in views}
+    body = [[_md(titles[r["dataset"]]), _md(r["comparison"]), _md(r["against"]), str(r["n_seeds"]),
+             METRIC_LABELS[r["metric"]], format_difference(r)] for r in rows]
+    return _table(header, body)
+
+
 # ---------------------------------------------------------------------------------------------- output
 
 def _csv(rows: list[dict], columns: Sequence[str]) -> str:
@@ -326,14 +410,19 @@ def write_tables(root: str | Path, out: str | Path, *, paper: str | Path | None 
     views = _views(records, summary, published, datasets)
 
     head = _provenance(root, records, paper_path)
-    notes = [f"- {SEED_NOTE}"] + ([f"- {PUBLISHED_NOTE}"] if any(v.published for v in views) else [])
+    paired = paired_rows(records, views)
+    notes = [f"- {SEED_NOTE}"] + ([f"- {PUBLISHED_NOTE}"] if any(v.published for v in views) else []) + \
+        ([f"- {PAIRED_NOTE}"] if paired else [])
+    paired_md = [f"## Paired differences\n\n{_paired_table(paired, views)}"] if paired else []
     sections = [f"## {_md(v.title)}{'' if v.title != v.name else f' ({v.task})'}\n\n{_dataset_table(v)}"
                 for v in views]
-    results_md = "\n\n".join(["# Downstream results", head, *sections, "\n".join(notes)]) + "\n"
-    table_md = "\n\n".join(["# Downstream results, all datasets", head, _combined_table(views),
+    results_md = "\n\n".join(["# Downstream results", head, *sections, *paired_md, "\n".join(notes)]) + "\n"
+    table_md = "\n\n".join(["# Downstream results, all datasets", head, _combined_table(views), *paired_md,
                              "\n".join(notes)]) + "\n"
 
-    paths = {name: out / name for name in ("results.csv", "summary.csv", "results.md", "table.md")}
+    paths = {name: out / name for name in ("results.csv", "summary.csv", "results.md", "table.md", "paired.csv")}
+    write_text_atomic(paths["paired.csv"], _csv(paired, ["dataset", "comparison", "against", "metric", "mean", "lo",
+                                                         "hi", "n_seeds"]))
     write_text_atomic(paths["results.csv"], _csv(rows, ["dataset", "method", "seed", "metric", "value"]))
     write_text_atomic(paths["summary.csv"], _csv(summary, ["dataset", "method", "metric", "mean", "std", "n_seeds"]))
     from pipeline.eval.plots import plot_results

@@ -1,7 +1,7 @@
 """finetune: train and evaluate one method with one seed on a dataset's labelled samples.
 
     python -m pipeline finetune results/<dataset>/samples --out results/finetune/<dataset>/<method>/seed-<s> \\
-        --method full|probe|scratch|logreg|ablation:<run> --seed 0 --labels JSON --settings JSON \\
+        --method full|probe|scratch|ablation:<run>|tokenizer:<variant>|<baseline> --seed 0 --labels JSON --settings JSON \\
         [--pretrained results/pretrain/<run>]
     accelerate launch -m pipeline finetune ...
 

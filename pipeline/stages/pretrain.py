@@ -14,6 +14,7 @@ metrics.jsonl, metrics.json (held-out per-level accuracy), loss.png, accuracy.pn
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from pipeline.config import PretrainSection, load_settings
 from pipeline.stages.common import StageFailed
+from pipeline.stages.train_tokenizer import epoch_schedule
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ def main(args: argparse.Namespace) -> None:
     if len(args.shards) != len(args.codes):
         raise StageFailed(f"{len(args.codes)} --codes folders for {len(args.shards)} --shards folders")
     section = load_settings(PretrainSection, args.settings)
+    section = dataclasses.replace(section, train=epoch_schedule(args.shards, section.train, "pretrain.train"))
     expect = tokenizer_fingerprint(args.tokenizer) if args.tokenizer else None
     log.info("devices: CUDA_VISIBLE_DEVICES=%s, WORLD_SIZE=%s, SLURM_JOB_ID=%s", os.environ.get("CUDA_VISIBLE_DEVICES"),
              os.environ.get("WORLD_SIZE", "1"), os.environ.get("SLURM_JOB_ID"))

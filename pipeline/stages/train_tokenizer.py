@@ -12,10 +12,11 @@ resumable checkpoints in <out>/checkpoints/. Rerunning after a kill resumes from
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 
-from pipeline.config import TokenizerSection, load_settings
+from pipeline.config import TokenizerSection, load_settings, with_epochs
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-after", type=int, default=None, help="stop at this step (resumption tests)")
 
 
+def epoch_schedule(shards, tc, where: str):
+    """An epoch-held schedule (train.epochs) as steps over the windows these shards train on (train + val)."""
+    if tc.epochs is None and tc.warmup_epochs is None:
+        return tc
+    from pipeline.data.windows import WindowIndex
+
+    n = len(WindowIndex.from_shard_dirs(shards, splits=["train", "val"]))
+    resolved = with_epochs(tc, n, where=where)
+    log.info("%s: %s epochs over %d windows = %d steps (%d warm-up)", where, tc.epochs, n, resolved.max_steps,
+             resolved.warmup_steps)
+    return resolved
+
+
 def main(args: argparse.Namespace) -> None:
     from pipeline.train.tokenizer import train_tokenizer
 
     section = load_settings(TokenizerSection, args.settings)
+    section = dataclasses.replace(section, train=epoch_schedule(args.shards, section.train, "tokenizer.train"))
     # What the scheduler granted, as this process sees it (one line per process under accelerate launch). The
     # launcher (pipeline.launch) refuses a GPU job without a usable CUDA device unless BRAINRVQ_FAKE_GPUS=1
     # (the SLURM test's fake GPUs), which then trains the granted number of processes on the CPU.

@@ -2,7 +2,9 @@
 
 Methods: `full` (pretrained backbone, all layers, layer-wise lr decay), `probe` (pretrained, frozen backbone,
 linear head), `scratch` (the same architecture, random init), `ablation:<run>` (full fine-tuning of another
-pretraining run) and `logreg` (log band powers + logistic regression: the classical floor).
+pretraining run); baselines that need no pretrained model: `logreg`, `raw_logreg`, `tangent_logreg`
+(pipeline.train.classical) and braindecode's `eegnet`, `shallow_fbcsp`, `labram_scratch`, `cbramod_scratch`
+(pipeline.train.deep_baselines, trained here by the same loop).
 
 Every epoch the model is scored on the validation and test splits; the reported result is the test score at
 the epoch with the best validation primary metric (balanced accuracy by default), so the test split never
@@ -23,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from pipeline.config import FinetuneSection, LabelConfig, TrainConfig, finetune_job_settings, to_dict
+from pipeline.config import (CLASSICAL_METHODS, DEEP_METHODS, FinetuneSection, LabelConfig, TrainConfig,
+                             finetune_job_settings, to_dict)
 from pipeline.data.windows import WindowBatches, WindowIndex, epoch_batches, recording_hashes
 from pipeline.eval.metrics import task_metrics
 from pipeline.models.backbone import Backbone
@@ -112,22 +115,6 @@ def _task(labels: LabelConfig) -> str:
     return "binary" if len(labels.classes) == 2 else "multiclass"
 
 
-def logreg(splits: dict[str, SplitData], labels: LabelConfig, seed: int, batch_size: int) -> dict:
-    from pipeline.eval.baseline import band_power_features, fit_logreg_baseline
-
-    feats = {}
-    for name, split in splits.items():
-        data = _all_windows(split, batch_size)
-        parts = []
-        for i in range(len(data)):
-            b = data[i]
-            x = b["x"].numpy()  # [n, C, P, T] → [n, C, P·T]
-            parts.append(band_power_features(x.reshape(*x.shape[:2], -1), sfreq=200.0, valid=b["ch"].numpy() >= 0))
-        feats[name] = np.concatenate(parts)
-    return fit_logreg_baseline(feats["train"], splits["train"].y, feats["val"], splits["val"].y, feats["test"],
-                               splits["test"].y, task=_task(labels), seed=seed)
-
-
 def finetune(samples: str | Path, out: str | Path, section: FinetuneSection, labels: LabelConfig, *, method: str,
              seed: int, pretrained: str | Path | None, dataset: str = "") -> dict:
     """Run one (method, seed) on a dataset's labelled samples; write <out>/metrics.json and return it."""
@@ -138,14 +125,17 @@ def finetune(samples: str | Path, out: str | Path, section: FinetuneSection, lab
             "classes": list(labels.classes), "primary_metric": section.primary_metric,
             "n_train": len(splits["train"].y), "n_val": len(splits["val"].y), "n_test": len(splits["test"].y),
             "pretrained": None}
-    if method == "logreg":
-        result = {**base, **logreg(splits, labels, seed, section.batch_size)}
+    if method in CLASSICAL_METHODS:
+        from pipeline.train.classical import run_classical
+
+        result = {**base, **run_classical(method, splits, labels, section, seed), "dataset": base["dataset"]}
         write_text_atomic(out / "metrics.json", json.dumps(result, indent=2))
         return result
-    if pretrained is None:
+    deep = method in DEEP_METHODS
+    if pretrained is None and not deep:
         raise ValueError(f"method {method!r} needs a pretrained model (for `scratch`: its architecture)")
-    model_pt, meta = load_pretrained_folder(pretrained)
-    if method != "scratch":
+    model_pt, meta = load_pretrained_folder(pretrained) if not deep else (None, {})
+    if method != "scratch" and not deep:
         pretrained_metrics = json.loads((Path(pretrained).parent / "metrics.json").read_text()) \
             if Path(pretrained).is_file() else json.loads((Path(pretrained) / "metrics.json").read_text())
         check_leakage(pretrained_metrics, splits["test"].index, where=f"{samples} ({method})")
@@ -163,11 +153,23 @@ def finetune(samples: str | Path, out: str | Path, section: FinetuneSection, lab
                      log_every=max(1, n_batches // 4), num_workers=section.num_workers,
                      deterministic=section.deterministic)
     accelerator = make_accelerator(tc)  # seeds everything: the head's (and scratch backbone's) init differ by seed
-    backbone = model_pt.backbone if method != "scratch" else Backbone(model_pt.config.backbone)
-    model = Classifier(backbone, 1 if task == "binary" else len(labels.classes), dropout=section.dropout)
-    probe = method == "probe"
-    groups = layer_decay_groups(model, lr=section.probe_lr if probe else section.lr, weight_decay=section.weight_decay,
-                                layer_decay=1.0 if probe else section.layer_decay, probe=probe)
+    n_outputs = 1 if task == "binary" else len(labels.classes)
+    if deep:
+        from pipeline.train.deep_baselines import build_window_model
+
+        shape = _all_windows(splits["train"], 1)[0]["x"].shape  # [1, C, P, T]
+        model, architecture = build_window_model(method, n_chans=shape[1], n_times=shape[2] * shape[3],
+                                                 n_outputs=n_outputs)
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": section.deep_lr,
+                   "weight_decay": section.weight_decay}]
+    else:
+        backbone = model_pt.backbone if method != "scratch" else Backbone(model_pt.config.backbone)
+        model = Classifier(backbone, n_outputs, dropout=section.dropout)
+        architecture = to_dict(model_pt.config.backbone)
+        probe = method == "probe"
+        groups = layer_decay_groups(model, lr=section.probe_lr if probe else section.lr,
+                                    weight_decay=section.weight_decay, layer_decay=1.0 if probe else section.layer_decay,
+                                    probe=probe)
     trainable, total = freeze_report(model)
     log.info("%s seed %d: %d/%d parameters trained, %d train / %d val / %d test windows", method, seed, trainable,
              total, len(splits["train"].y), len(splits["val"].y), len(splits["test"].y))
@@ -210,7 +212,7 @@ def finetune(samples: str | Path, out: str | Path, section: FinetuneSection, lab
         state_extra={"method": method, "seed": seed, "section": finetune_job_settings(section, method, labels),
                      "labels": to_dict(labels),
                      "pretrained_fingerprint": base.get("pretrained_fingerprint"),
-                     "backbone": to_dict(model_pt.config.backbone)})
+                     "backbone": architecture})
     if not accelerator.is_main_process:
         return {}
     records = read_records(out / "metrics.jsonl")

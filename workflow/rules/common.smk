@@ -9,7 +9,7 @@ import json
 import re
 import sys
 
-from pipeline.config import job_settings_json, stage_settings_json
+from pipeline.config import BASELINE_METHODS, CLASSICAL_METHODS, job_settings_json, stage_settings_json, tokenizer_run
 
 # CFG: the typed config, parsed and checked by the Snakefile
 RESULTS = CFG.results
@@ -23,7 +23,11 @@ PAPER_TABLES = f"{workflow.basedir}/config/paper_tables.yaml"  # the published n
 TOKENIZER = CFG.tokenizer
 PRETRAIN = CFG.pretrain
 FINETUNE = CFG.finetune
-PRETRAIN_RUNS = [PRETRAIN.name, *PRETRAIN.ablations]
+# Tokenizers by folder name (the main one, then tokenizer.variants), and pretraining runs → the tokenizer whose codes
+# they learn (main run and ablations: the main tokenizer; tokenizer-<variant>: that variant's)
+TOKENIZERS = CFG.tokenizers()
+RUN_TOKENIZER = CFG.pretrain_runs()
+PRETRAIN_RUNS = list(RUN_TOKENIZER)
 # Labelled downstream datasets, and fine-tuning methods by their folder name (ablation:<run> → ablation-<run>)
 DOWNSTREAM = [n for n, ds in CFG.datasets.items() if ds.role in ("downstream", "both") and ds.labels.mode != "none"]
 METHODS = {m.replace(":", "-"): m for m in FINETUNE.methods}
@@ -34,6 +38,7 @@ TOKENIZER_DIR = TOKENIZER.pretrained or f"{RESULTS}/tokenizer/{TOKENIZER.name}"
 wildcard_constraints:
     dataset="|".join(DATASETS),
     run="|".join(re.escape(r) for r in PRETRAIN_RUNS),
+    tok="|".join(re.escape(t) for t in TOKENIZERS),
     method="|".join(re.escape(m) for m in METHODS),
     seed=r"\d+",
 
@@ -43,6 +48,8 @@ def settings(rule):
     stage's --settings. Wildcards pick the job: dataset, pretraining run, fine-tuning method."""
     def of_job(wc):
         picked = {k: getattr(wc, k) for k in ("dataset", "run") if hasattr(wc, k)}
+        if hasattr(wc, "tok"):
+            picked["tokenizer"] = wc.tok
         if hasattr(wc, "method"):
             picked["method"] = METHODS[wc.method]
         return job_settings_json(CFG, rule, **picked)
@@ -67,7 +74,7 @@ def torch_resources(rule_name, gpu=True):
     (→ --gpus=N); several: `gres=gpu:N`, which SLURM reads per node (--gpus counts the whole job and may split
     it unevenly), or `tasks=M` without GPUs (the plugin's --ntasks default of 1 does not fit M nodes). GPU jobs
     get --cpus-per-gpu (default: the rule's threads spread over its GPUs) and resources.<rule>.slurm_partition.
-    `gpu=False`: this job runs without GPUs whatever the config says (finetune's logreg)."""
+    `gpu=False`: this job runs without GPUs whatever the config says (finetune's classical baselines)."""
     gpus, nodes = launch_shape(rule_name)
     gpus = gpus if gpu else 0
     out = {"nodes": nodes}
@@ -95,12 +102,25 @@ def pretrain_shards():
     return [f"{RESULTS}/{name}/shards" for name, ds in CFG.datasets.items() if ds.role in ("pretrain", "both")]
 
 
-def pretrain_codes():
-    """Code folders of the pretraining datasets: this run's, or an existing store (`pretrain.codes`)."""
+def tokenizer_dir(tok):
+    """A tokenizer's folder: the main one may be trained elsewhere (tokenizer.pretrained); variants are trained here."""
+    return TOKENIZER_DIR if tok == TOKENIZER.name else f"{RESULTS}/tokenizer/{tok}"
+
+
+def tokenizer_model(tok):
+    """Input: the tokenizer's weights (ancient when trained elsewhere: its folder's mtime is no trigger)."""
+    path = f"{tokenizer_dir(tok)}/model.safetensors"
+    return ancient(path) if tok == TOKENIZER.name and TOKENIZER.pretrained else path
+
+
+def pretrain_codes(run):
+    """Code folders of the pretraining datasets for pretraining run `run`: its tokenizer's, or (main tokenizer only)
+    an existing store (`pretrain.codes`)."""
     names = [name for name, ds in CFG.datasets.items() if ds.role in ("pretrain", "both")]
-    if PRETRAIN.codes:
+    tok = RUN_TOKENIZER[run]
+    if PRETRAIN.codes and tok == TOKENIZER.name:
         return [ancient(f"{PRETRAIN.codes}/{name}") for name in names]
-    return [f"{RESULTS}/codes/{TOKENIZER.name}/{name}" for name in names]
+    return [f"{RESULTS}/codes/{tok}/{name}" for name in names]
 
 
 def accelerate_launch(rule_name, mixed):
@@ -118,11 +138,16 @@ def file_sha256(path):
 
 
 def pretrained_run(method):
-    """The pretraining run a fine-tuning method starts from (scratch: for its architecture only); None for logreg."""
+    """The pretraining run a fine-tuning method starts from (scratch: for its architecture only); None for the
+    baselines (classical regressions, braindecode networks), which need none."""
     method = METHODS[method]
-    if method == "logreg":
+    if method in BASELINE_METHODS:
         return None
-    return f"{RESULTS}/pretrain/{method.split(':', 1)[1] if method.startswith('ablation:') else PRETRAIN.name}"
+    if method.startswith("ablation:"):
+        return f"{RESULTS}/pretrain/{method.split(':', 1)[1]}"
+    if method.startswith("tokenizer:"):
+        return f"{RESULTS}/pretrain/{tokenizer_run(method.split(':', 1)[1])}"
+    return f"{RESULTS}/pretrain/{PRETRAIN.name}"
 
 
 def finetune_outputs():
@@ -131,7 +156,8 @@ def finetune_outputs():
 
 
 def all_outputs():
-    tokenizer = [] if TOKENIZER.pretrained else [f"{RESULTS}/tokenizer/{TOKENIZER.name}/metrics.json"]
+    tokenizer = [f"{RESULTS}/tokenizer/{tok}/metrics.json" for tok in TOKENIZERS
+                 if not (tok == TOKENIZER.name and TOKENIZER.pretrained)]
     pretrain = [f"{RESULTS}/pretrain/{run}/metrics.json" for run in PRETRAIN_RUNS]
     tables = [f"{RESULTS}/tables/table.md"] if DOWNSTREAM else []
     return tokenizer + pretrain + tables

@@ -39,7 +39,8 @@ rule finetune:
         method=lambda wc: METHODS[wc.method],
         pretrained=lambda wc: ["--pretrained", pretrained_run(wc.method)] if pretrained_run(wc.method) else [],
         out=lambda wc: f"{RESULTS}/finetune/{wc.dataset}/{wc.method}/seed-{wc.seed}",
-        launch=lambda wc: [] if METHODS[wc.method] == "logreg" else accelerate_launch("finetune", FINETUNE.mixed_precision),
+        launch=lambda wc: [] if METHODS[wc.method] in CLASSICAL_METHODS
+        else accelerate_launch("finetune", FINETUNE.mixed_precision),
     log:
         f"{RESULTS}/logs/{{dataset}}/finetune/{{method}}-seed-{{seed}}.log",
     benchmark:
@@ -48,8 +49,8 @@ rule finetune:
     resources:
         mem_mb=res("finetune", "mem_mb", 8000),
         runtime=res("finetune", "runtime", 240),
-        # logreg runs without GPUs (and without the launcher)
-        **{key: (lambda wc, key=key: torch_resources("finetune", gpu=METHODS[wc.method] != "logreg").get(key))
+        # the classical baselines run without GPUs (and without the launcher)
+        **{key: (lambda wc, key=key: torch_resources("finetune", gpu=METHODS[wc.method] not in CLASSICAL_METHODS).get(key))
            for key in torch_resources("finetune")},
     shell:
         "{PY:q} {params.launch:q} -m pipeline finetune {input.samples:q} --out {params.out:q} --method {params.method:q}"
@@ -64,6 +65,7 @@ rule tables:
         md=report(f"{RESULTS}/tables/table.md", category="0. results"),
         csv=report(f"{RESULTS}/tables/summary.csv", category="0. results"),
         plot=report(f"{RESULTS}/tables/results.png", category="0. results"),
+        paired=f"{RESULTS}/tables/paired.csv",
     params:
         root=f"{RESULTS}/finetune",
         out=f"{RESULTS}/tables",

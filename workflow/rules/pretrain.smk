@@ -1,12 +1,13 @@
 # Masked hierarchical code prediction on the pretraining datasets' shards and their cached codes: the main run
-# (pretrain.name) and one run per configured ablation (pretrain.ablations).
+# (pretrain.name), one run per configured ablation (pretrain.ablations) and one per tokenizer variant
+# (tokenizer-<variant>, on that variant's codes).
 
 
 rule pretrain:
     input:
         shards=pretrain_shards(),
-        codes=pretrain_codes(),
-        tokenizer=ancient(f"{TOKENIZER_DIR}/model.safetensors") if TOKENIZER.pretrained else rules.train_tokenizer.output.model,
+        codes=lambda wc: pretrain_codes(wc.run),
+        tokenizer=lambda wc: tokenizer_model(RUN_TOKENIZER[wc.run]),
     output:
         model=f"{RESULTS}/pretrain/{{run}}/model.safetensors",
         metrics=f"{RESULTS}/pretrain/{{run}}/metrics.json",
@@ -16,7 +17,7 @@ rule pretrain:
         # the run's own section (ablations: the main section with their overrides), not the other runs: a rerun trigger
         settings=settings("pretrain"),
         out=lambda wc: f"{RESULTS}/pretrain/{wc.run}",
-        tokenizer=TOKENIZER_DIR,
+        tokenizer=lambda wc: tokenizer_dir(RUN_TOKENIZER[wc.run]),
         launch=accelerate_launch("pretrain", PRETRAIN.train.mixed_precision),
     # Checkpoints live beside the outputs and survive a failed or killed job: a rerun resumes.
     log:

@@ -1,23 +1,24 @@
-# Tokenizer training on the pretraining datasets' shards, then codes for every dataset.
+# Tokenizer training on the pretraining datasets' shards, then codes for every dataset; wildcard {tok}: the main
+# tokenizer (tokenizer.name) and one per tokenizer.variants entry (<name>-<variant>).
 
 
 rule train_tokenizer:
     input:
         shards=pretrain_shards(),
     output:
-        model=f"{RESULTS}/tokenizer/{TOKENIZER.name}/model.safetensors",
-        metrics=f"{RESULTS}/tokenizer/{TOKENIZER.name}/metrics.json",
-        plots=report(multiext(f"{RESULTS}/tokenizer/{TOKENIZER.name}/", "loss.png", "codebook_usage.png",
-                              "reconstructions.png"), category="1. tokenizer"),
+        model=f"{RESULTS}/tokenizer/{{tok}}/model.safetensors",
+        metrics=f"{RESULTS}/tokenizer/{{tok}}/metrics.json",
+        plots=report(multiext(f"{RESULTS}/tokenizer/{{tok}}/", "loss.png", "codebook_usage.png",
+                              "reconstructions.png"), category="1. tokenizer", subcategory="{tok}"),
     params:
-        settings=settings("train_tokenizer"),
-        out=f"{RESULTS}/tokenizer/{TOKENIZER.name}",
+        settings=settings("train_tokenizer"),  # this tokenizer's section (a variant: the main one, its variant)
+        out=lambda wc: f"{RESULTS}/tokenizer/{wc.tok}",
         launch=accelerate_launch("train_tokenizer", TOKENIZER.train.mixed_precision),
     # Checkpoints live beside the outputs and survive a failed or killed job: a rerun resumes.
     log:
-        f"{RESULTS}/logs/train_tokenizer.log",
+        f"{RESULTS}/logs/train_tokenizer/{{tok}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train_tokenizer.tsv"
+        f"{RESULTS}/benchmarks/train_tokenizer/{{tok}}.tsv"
     threads: res("train_tokenizer", "threads", 2)
     resources:
         mem_mb=res("train_tokenizer", "mem_mb", 8000),
@@ -30,17 +31,17 @@ rule train_tokenizer:
 
 rule extract_codes:
     input:
-        model=ancient(f"{TOKENIZER_DIR}/model.safetensors") if TOKENIZER.pretrained else rules.train_tokenizer.output.model,
+        model=lambda wc: tokenizer_model(wc.tok),
         shards=f"{RESULTS}/{{dataset}}/shards",
     output:
-        directory(f"{RESULTS}/codes/{TOKENIZER.name}/{{dataset}}"),
+        directory(f"{RESULTS}/codes/{{tok}}/{{dataset}}"),
     params:
-        tokenizer=TOKENIZER_DIR,
+        tokenizer=lambda wc: tokenizer_dir(wc.tok),
         launch=accelerate_launch("extract_codes", "no"),
     log:
-        f"{RESULTS}/logs/{{dataset}}/extract_codes.log",
+        f"{RESULTS}/logs/{{dataset}}/extract_codes/{{tok}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/{{dataset}}/extract_codes.tsv"
+        f"{RESULTS}/benchmarks/{{dataset}}/extract_codes/{{tok}}.tsv"
     resources:
         mem_mb=res("extract_codes", "mem_mb", 4000),
         runtime=res("extract_codes", "runtime", 240),
