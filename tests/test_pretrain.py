@@ -17,7 +17,6 @@ from safetensors.torch import load_file
 
 from pipeline.config import MaskConfig, PretrainSection, TokenizerSection, TrainConfig, load_config
 from pipeline.models.backbone import BackboneConfig
-from pipeline.models.layers import time_distance_bias
 from pipeline.models.linear_ce import linear_cross_entropy
 from pipeline.models.pretrain import CodeHeads, PretrainConfig, PretrainModel
 from pipeline.stages.extract_codes import extract_codes
@@ -227,23 +226,6 @@ def test_two_processes_match_one_at_the_same_global_batch(demo_codes, tmp_path: 
     flat_a = torch.cat([a[k].float().flatten() for k in sorted(a)])
     flat_b = torch.cat([b[k].float().flatten() for k in sorted(a)])
     assert float((flat_a - flat_b).norm() / flat_a.norm()) < 1e-4
-
-
-def test_time_distance_bias_values_and_padding():
-    """−slope·|Δpatch| in channel-major token order; padding channels' keys are never attended."""
-    slopes = torch.tensor([2.0, 0.5])
-    bias = time_distance_bias(slopes, channels=2, patches=3, valid=torch.tensor([[True, True]]))
-    assert bias.shape == (1, 2, 6, 6)
-    # token 0 = (channel 0, patch 0); token 4 = (channel 1, patch 1): one patch apart
-    assert float(bias[0, 0, 0, 4]) == -2.0 and float(bias[0, 1, 0, 4]) == -0.5
-    assert float(bias[0, 0, 1, 4]) == 0.0  # same patch on the other channel
-    padded = time_distance_bias(slopes, channels=2, patches=3, valid=torch.tensor([[True, False], [True, True]]))
-    assert padded.shape == (2, 2, 6, 6)
-    assert torch.isinf(padded[0, :, :, 3:]).all() and torch.isfinite(padded[0, :, :, :3]).all()
-    assert torch.isfinite(padded[1]).all()
-    # a window without any valid channel attends everywhere rather than nowhere (no NaN rows)
-    empty = time_distance_bias(slopes, channels=2, patches=3, valid=torch.tensor([[False, False], [True, True]]))
-    assert torch.isfinite(empty).all()
 
 
 @pytest.mark.slow

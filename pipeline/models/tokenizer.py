@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from .config import TokenizerConfig
 from .frontends import MultiScaleTemporalConv, TemporalConv
-from .layers import PositionEmbedding, Transformer, init_weights_, key_mask
+from .layers import PositionEmbedding, Transformer, init_weights_
 from .rvq import ResidualVectorQuantizer
 from .targets import fourier, from_fourier, patch_zscore, window_unzscore, window_zscore
 
@@ -258,8 +258,8 @@ class _Decoder(nn.Module):
         )
         self.heads = nn.ModuleDict({k: _mlp_head(c.decoder_dim, c.decoder_dim, n) for k, n in outputs.items()})
 
-    def forward(self, q: Tensor, ch: Tensor, mask: Tensor, patches: int) -> dict[str, Tensor]:
-        h = self.transformer(self.proj(q) + self.pos(ch, patches), mask)  # [B, N, Dd]
+    def forward(self, q: Tensor, ch: Tensor, valid: Tensor, patches: int) -> dict[str, Tensor]:
+        h = self.transformer(self.proj(q) + self.pos(ch, patches), valid, patches)  # [B, N, Dd]
         return {k: rearrange(head(h), "b (c p) f -> b c p f", p=patches) for k, head in self.heads.items()}
 
 
@@ -302,15 +302,14 @@ class DDRVQTokenizer(_TokenizerBase):
         b, c, p, _ = x.shape
         patches = self.frontend(rearrange(x, "b c p t -> (b c p) t"))  # [B·C·P, E]
         h = rearrange(patches, "(b n) e -> b n e", b=b) + self.pos(ch, p)  # [B, N, E]
-        h = self.encoder(h, key_mask(tokens.valid, p))  # [B, N, E]
+        h = self.encoder(h, tokens.valid, p)  # [B, N, E]
         h = tokens.gather(rearrange(h, "b n e -> (b n) e"))  # [Nv, E]
         return {d: head(h) for d, head in self.heads.items()}  # name → [Nv, code_dim]
 
     def _decode(self, quantized: dict[str, Tensor], ch: Tensor, tokens: _Tokens) -> dict[str, Tensor]:
-        mask = key_mask(tokens.valid, tokens.patches)
         out: dict[str, Tensor] = {}
         for d, q in quantized.items():
-            out.update(self.decoders[d](q, ch, mask, tokens.patches))
+            out.update(self.decoders[d](q, ch, tokens.valid, tokens.patches))
         return out
 
     def _loss(
@@ -357,10 +356,10 @@ class _NeuroDecoder(nn.Module):
         self.sin = nn.Sequential(_mlp_head(wide, c.decoder_dim, c.n_bins), nn.Tanh())
         self.cos = nn.Sequential(_mlp_head(wide, c.decoder_dim, c.n_bins), nn.Tanh())
 
-    def forward(self, qs: list[Tensor], ch: Tensor, mask: Tensor, patches: int) -> dict[str, Tensor]:
+    def forward(self, qs: list[Tensor], ch: Tensor, valid: Tensor, patches: int) -> dict[str, Tensor]:
         pos = self.pos(ch, patches)  # [B, N, Dd]
         h = torch.cat([proj(q) + pos for proj, q in zip(self.proj, qs)])  # [(S B), N, Dd]
-        h = self.transformer(h, mask.repeat(self.scales, 1, 1, 1))
+        h = self.transformer(h, valid.repeat(self.scales, 1), patches)
         h = rearrange(h, "(s b) n d -> b n (s d)", s=self.scales)  # [B, N, S·Dd]
         return {
             name: rearrange(head(h), "b (c p) f -> b c p f", p=patches)
@@ -400,13 +399,13 @@ class NeuroRVQTokenizer(_TokenizerBase):
         s = self.config.n_domains
         scales = self.frontend(rearrange(x, "b c p t -> (b c p) t"))  # [S, B·C·P, E]
         h = rearrange(scales, "s (b n) e -> s b n e", b=b) + self.pos(ch, p)  # [S, B, N, E]
-        h = self.encoder(rearrange(h, "s b n e -> (s b) n e"), key_mask(tokens.valid, p).repeat(s, 1, 1, 1))
+        h = self.encoder(rearrange(h, "s b n e -> (s b) n e"), tokens.valid.repeat(s, 1), p)
         h = rearrange(h, "(s b) n e -> s (b n) e", s=s)
         return {d: head(tokens.gather(h[i])) for i, (d, head) in enumerate(self.heads.items())}
 
     def _decode(self, quantized: dict[str, Tensor], ch: Tensor, tokens: _Tokens) -> dict[str, Tensor]:
         qs = [quantized[d] for d in self.config.domains]
-        return self.decoder(qs, ch, key_mask(tokens.valid, tokens.patches), tokens.patches)
+        return self.decoder(qs, ch, tokens.valid, tokens.patches)
 
     def _loss(
         self, x: Tensor, predictions: dict[str, Tensor], tokens: _Tokens, *, want_waveform: bool
