@@ -153,6 +153,7 @@ class WheelSource:
 class TrainConfig:
     batch_size: int = 8  # global windows per optimizer step, whatever the number of processes
     grad_accum: int = 1  # micro-batches per step (memory); the global batch and the run stay the same
+    micro_batch: int | None = None  # windows per device per forward (replaces grad_accum when set); lr: see loop.py
     max_steps: int = 200
     lr: float = 1e-3
     min_lr_ratio: float = 0.05
@@ -167,6 +168,7 @@ class TrainConfig:
     buffer_chunks: int = 8  # shuffle buffer, in chunks
     num_workers: int = 0  # DataLoader workers per process
     deterministic: bool = False  # torch.use_deterministic_algorithms: bit-reproducible resumes
+    compile: bool = False  # torch.compile each transformer block (CUDA: fewer launches; first steps compile)
 
 
 class Overrides(collections.abc.Mapping):

@@ -148,11 +148,13 @@ def evaluate(model: PretrainModel, index: WindowIndex, cfg: MaskConfig, *, n_win
         b = to_device(batch, device)
         out = model(b["x"], b["ch"], b["codes"], b["mask"])
         predicted, target = model.predict(b["x"], b["ch"], b["codes"], b["mask"])
-        accuracy, hits, target = to_host((out.accuracy, (predicted == target).sum(0), target))
-        hits_tf += accuracy.double().numpy() * out.n_targets
+        accuracy, hits, target, loss, count = to_host((out.accuracy, (predicted == target).sum(0), target,
+                                                       out.losses["loss"], out.n_targets))
+        count = int(count)
+        hits_tf += accuracy.double().numpy() * count
         hits_inf += hits.numpy()
-        loss_sum += out.losses["loss"] * out.n_targets
-        n += out.n_targets
+        loss_sum += float(loss) * count
+        n += count
         targets.append(target.numpy())
     model.train()
     if n == 0:
