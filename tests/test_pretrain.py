@@ -95,8 +95,29 @@ def test_fused_head_loss_matches_plain_cross_entropy(rows: int):
     assert int(hits) == int((logits.argmax(-1) == target).sum())
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    with torch.no_grad():  # evaluation: no gradients computed, same loss
-        torch.testing.assert_close(linear_cross_entropy(h, lin.weight, lin.bias, target, chunk=16)[0], plain)
+    with torch.no_grad():  # evaluation: same loss, and no gradient work (no softmax is formed)
+        with _Counting(torch.Tensor.exp_) as exps:
+            torch.testing.assert_close(linear_cross_entropy(h, lin.weight, lin.bias, target, chunk=16)[0], plain)
+    assert exps.calls == 0
+    # row weights (the static-shape selection of pretraining): the same as keeping the weighted rows only
+    keep = torch.rand(rows) < 0.5
+    w_loss, w_hits = linear_cross_entropy(h, lin.weight, lin.bias, target, keep.float(), chunk=16)
+    sel_loss, sel_hits = linear_cross_entropy(h[keep], lin.weight, lin.bias, target[keep], chunk=16)
+    torch.testing.assert_close(w_loss, sel_loss)
+    assert int(w_hits) == int(sel_hits)
+    for a, b in zip(torch.autograd.grad(w_loss, [lin.weight, lin.bias]),
+                    torch.autograd.grad(sel_loss, [lin.weight, lin.bias])):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+class _Counting(torch.overrides.TorchFunctionMode):
+    def __init__(self, func) -> None:
+        super().__init__()
+        self.func, self.calls = func, 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += func is self.func
+        return func(*args, **(kwargs or {}))
 
 
 def test_training_objective_matches_the_logits_path():
