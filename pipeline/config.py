@@ -165,7 +165,10 @@ class TrainConfig:
     checkpoint_every: int = 50
     eval_every: int = 50
     log_every: int = 5
-    buffer_chunks: int = 8  # shuffle buffer, in chunks
+    buffer_chunks: int = 8  # shuffle buffer, in chunks (per loader stream)
+    # loader streams: chunks dealt to this many streams, each global batch a slice of every stream; a multiple of
+    # the process count makes every process read only its own chunks (pipeline/data/windows.py); divides batch_size
+    loader_streams: int = 1
     num_workers: int = 0  # DataLoader workers per process
     deterministic: bool = False  # torch.use_deterministic_algorithms: bit-reproducible resumes
     compile: bool = False  # torch.compile each transformer block (CUDA: fewer launches; first steps compile)

@@ -35,6 +35,7 @@ from accelerate.utils import gather_object, set_seed
 from torch.utils.data import Dataset
 
 from pipeline.config import TrainConfig
+from pipeline.data.dtypes import to_compute_dtypes
 from pipeline.train.allocator import keep_freed_memory
 from pipeline.train.checkpoint import latest, load_checkpoint, rng_state, save_checkpoint
 from pipeline.train.device import place, to_device, to_host
@@ -176,7 +177,8 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sch
     """One optimizer step on this process's slice of a global batch: micro-batches (accumulated, DDP-synced on the
     last), clipping, AdamW, the schedule. What fit() runs per batch, and what the benchmarks time. No host sync."""
     model.train()
-    micro = [to_device(mb, accelerator.device) for mb in micro_batches(batch, tc)]
+    # widened on the device: batches cross in the shards' float16/int16 (half the bytes to pin and copy)
+    micro = [to_compute_dtypes(to_device(mb, accelerator.device)) for mb in micro_batches(batch, tc)]
     counts = local = total = None
     if count is not None:
         counts = torch.stack([torch.as_tensor(count(mb), device=accelerator.device).float() for mb in micro])
