@@ -32,7 +32,7 @@ def reference(model: Transformer, x: torch.Tensor, valid: torch.Tensor, patches:
     return model.norm(x)
 
 
-@pytest.mark.parametrize("align", [1, 8])
+@pytest.mark.parametrize("align", [1, 8, 16])
 @pytest.mark.parametrize("time_bias", [False, True])
 def test_fused_layout_agrees_with_the_plain_masked_attention(monkeypatch, align: int, time_bias: bool):
     monkeypatch.setattr(layers, "head_alignment", lambda device: align)  # align 8: the CUDA layout, on the CPU
@@ -71,8 +71,9 @@ def test_attention_inputs_shapes_dtype_and_values():
     assert (a.extra[0, ..., 0] == 1).all() and (a.extra[0, ..., 1:] == 0).all() and (a.extra[2] == 0).all()
     assert (a.extra[1, 0, 0, 3:, 0] == -layers.MASKED_KEY).all() and (a.extra[1, 0, 0, :3, 0] == 0).all()
     assert (a.extra[1, 1] == 0).all()
-    # CPU layout: one column is enough
+    # one column is enough without alignment; the CPU default pads 20 → 32
     assert attention_inputs(valid, 3, dim=40, heads=2, dtype=torch.float32, align=1).extra.shape[-1] == 1
+    assert attention_inputs(valid, 3, dim=40, heads=2, dtype=torch.float32).extra.shape[-1] == 12
     with torch.autocast("cpu", torch.bfloat16):
         model = Transformer(dim=40, depth=1, heads=2)
         out = model(torch.randn(2, 6, 40), valid, 3, slopes=slopes)
