@@ -15,9 +15,9 @@ Common API (both classes):
   targets and the predicted waveform in input units.
 * ``to_checkpoint()`` / ``load_tokenizer(ckpt)``: {"config": dict, "model": state_dict}.
 
-Padding channels are zeroed, never attended to (key mask), never quantized
-(no EMA statistics from them) and excluded from every loss and statistic, so
-they cannot change the codes of real channels.
+Padding channels are zeroed, never attended to (a masked key column, layers.py), quantized with weight 0
+(no EMA statistics from them; their codes are reported as −1) and excluded from every loss and statistic, so
+they cannot change the codes of real channels. Shapes stay static (no host syncs: tests/test_syncs.py).
 """
 
 from __future__ import annotations
@@ -152,7 +152,8 @@ class _TokenizerBase(nn.Module):
     def _quantize(
         self, latents: dict[str, Tensor], tokens: _Tokens
     ) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
-        """latents name → [B·N, code_dim] → (quantized name → [B, N, code_dim], codes, usage, ppl, commit, terms)."""
+        """latents name → [B·N, code_dim] → (quantized name → [B, N, code_dim], codes, usage, ppl, commit,
+        terms)."""
         quantized, codes, usage, ppl, commits = {}, [], [], [], {}
         for name, z in latents.items():
             res = self.quantizers[name](z, tokens.weight)

@@ -162,7 +162,8 @@ def host_record(record: dict) -> dict:
         return v
 
     host = to_host(record)
-    return {k: ({kk: number(vv) for kk, vv in v.items()} if isinstance(v, dict) else number(v)) for k, v in host.items()}
+    return {k: ({kk: number(vv) for kk, vv in v.items()} if isinstance(v, dict) else number(v))
+            for k, v in host.items()}
 
 
 @dataclass
