@@ -277,10 +277,11 @@ class Trainer:
         """Forward + the loss fit() back-propagates (a sum over targets divided by their count for pretraining)."""
         self.model.train()
         if self.kind == "pretrain":
-            total = float(count_targets(self.model, batch))  # fit(): count(mb), reduced over processes
+            # fit(): count(mb), reduced over processes; a device tensor (no host sync, as in optimizer_step)
+            total = torch.as_tensor(count_targets(self.model, batch), device=self.device).float()
             with autocast(self.device, self.bf16):
                 loss = pretrain_step(self.model, batch).loss
-            return loss * (1.0 / max(total, 1.0))
+            return loss / total.clamp_min(1.0)
         with autocast(self.device, self.bf16):
             return tokenizer_step(self.model, batch).loss
 

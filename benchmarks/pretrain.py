@@ -6,7 +6,7 @@
     python benchmarks/pretrain.py --profile base --precision bf16  → torch.profiler table of one step
 
 1. Training step, per (size, precision), each in a fresh subprocess (so peak RSS is per configuration):
-   exactly the body of pipeline.train.loop.fit for one optimizer step — count the targets, autocast
+   pipeline.train.loop.optimizer_step, the function fit() calls for every batch — count the targets, autocast
    forward (pipeline.train.steps.pretrain_step: both masked passes, symmetric is on by default), backward,
    gradient clipping, AdamW + schedule step, zero_grad — through the same Accelerator
    (make_accelerator; precision bf16 = TrainConfig.mixed_precision "bf16", i.e.
@@ -46,7 +46,7 @@ from tokenizer_model import CHANNELS, PATCHES, _batch, _cpu_ticks, wait_for_quie
 RESULT = OUT / "pretrain.json"
 CODEBOOK = {"demo": 512, "base": 8192}
 # The issue's targets (base size, this 2-core machine class) and the published implementation measured here.
-TARGETS = {"base_train_patches_per_s": 520, "loader_over_step": 10.0}
+TARGETS = {"base_train_patches_per_s": 800, "loader_over_step": 20.0}
 REFERENCE = {"published_full_step_patches_per_s": 261, "published_model_only_patches_per_s": 305}
 DISTURBED = 0.1  # other processes' busy cores above which a timed step counts as disturbed
 
@@ -100,42 +100,22 @@ def _batches(n: int, windows: int, config, seed: int = 0) -> list[dict]:
 
 
 def _train_step(model, optimizer, scheduler, accelerator, tc, batch: dict, phases: dict | None = None) -> float:
-    """One optimizer step, line for line the body of pipeline.train.loop.fit (without logging/checkpoints)."""
-    import torch
-
-    from pipeline.train.loop import _merge_records, _micro_batches
+    """One optimizer step through pipeline.train.loop.optimizer_step, the function fit() calls per batch (micro-
+    batches, DDP no_sync on all but the last, autocast, backward, clipping, AdamW, schedule), with the pretraining
+    stage's train step and target count. The host waits for the step's last value (the grad norm) before the clock
+    stops, so asynchronous devices are timed to the end."""
+    from pipeline.train.loop import optimizer_step
     from pipeline.train.steps import pretrain_step
 
     raw = accelerator.unwrap_model(model)
     t0 = time.perf_counter()
-    model.train()
-    micro = [{k: v.to(accelerator.device) for k, v in mb.items()} for mb in _micro_batches(batch, tc.grad_accum)]
-    counts = [float(raw.count_targets(mb["ch"], mb["mask"])) for mb in micro]
-    local = sum(counts)
-    total = float(accelerator.reduce(torch.tensor([local], device=accelerator.device), "sum"))
-    scale = accelerator.num_processes / max(total, 1.0)
-    records, t_fwd, t_bwd = [], 0.0, 0.0
-    for mb in micro:
-        t1 = time.perf_counter()
-        with accelerator.autocast():
-            result = pretrain_step(model, mb)
-        t2 = time.perf_counter()
-        accelerator.backward(result.loss * scale)
-        t_fwd, t_bwd = t_fwd + t2 - t1, t_bwd + time.perf_counter() - t2
-        records.append(result.record)
-    _merge_records(records, counts)
-    t3 = time.perf_counter()
-    grad_norm = accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    float(grad_norm)
-    t4 = time.perf_counter()
+    out = optimizer_step(model, optimizer, scheduler, accelerator, tc, batch, pretrain_step,
+                         count=lambda b: raw.count_targets(b["ch"], b["mask"]))
+    mask_ratio = float(out.record["mask_ratio"])
+    float(out.grad_norm)
     if phases is not None:
-        for name, v in (("forward_loss", t_fwd), ("backward", t_bwd), ("clip_adamw", t4 - t3),
-                        ("step", t4 - t0)):
-            phases.setdefault(name, []).append(v)
-    return records[-1]["mask_ratio"]
+        phases.setdefault("step", []).append(time.perf_counter() - t0)
+    return mask_ratio
 
 
 def run_one(size: str, precision: str, *, batch: int, steps: int, warmup: int, retries: int,
@@ -282,7 +262,7 @@ def run_loader(workers: int, epochs: int, batch: int) -> dict:
 
     from pipeline.config import MaskConfig
     from pipeline.data.windows import WindowBatches, WindowIndex, epoch_batches
-    from pipeline.train.loop import _loader
+    from pipeline.train.loop import make_loader
     from pipeline.train.pretrain import FIELDS, MaskedBatches, check_code_stores
 
     shards, codes, source = demo_data()
@@ -301,7 +281,7 @@ def run_loader(workers: int, epochs: int, batch: int) -> dict:
                              first_step=step, total_steps=total_steps)
         n_patches = 0
         tb = time.perf_counter()
-        for b in _loader(data, workers, 0):
+        for b in make_loader(data, workers, 0):
             now = time.perf_counter()
             batch_times.append(now - tb)
             shape = tuple(b["x"].shape)
@@ -391,8 +371,7 @@ def print_summary(report: dict) -> None:
     for r in report.get("train", []):
         print(f"{r['size']:4s} {r['precision']:4s}  {r['train_patches_per_s']:8.1f} patches/s  "
               f"({r['step_s']:.3f} s/step, best {r['train_patches_per_s_best']:.1f})  "
-              f"fwd {r['phase_s_median']['forward_loss']:.3f} s  bwd {r['phase_s_median']['backward']:.3f} s  "
-              f"clip+AdamW {r['phase_s_median']['clip_adamw']:.3f} s  kernel {r.get('sys_s_per_step', 0):.2f} s  "
+              f"kernel {r.get('sys_s_per_step', 0):.2f} s  "
               f"peak RSS {r['peak_rss_mib']:.0f} MiB  "
               f"masked {r['mask_ratio_mean']:.3f}  other load {r['other_cores_busy_median']:.2f} core(s)  "
               f"loader/step {r.get('loader_over_step', {})}")

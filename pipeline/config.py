@@ -169,6 +169,7 @@ class WheelSource:
 class TrainConfig:
     batch_size: int = 8  # global windows per optimizer step, whatever the number of processes
     grad_accum: int = 1  # micro-batches per step (memory); the global batch and the run stay the same
+    micro_batch: int | None = None  # windows per device per forward (replaces grad_accum when set); lr: see loop.py
     max_steps: int = 200
     # Epoch-held schedules (the published recipe's): when set, max_steps / warmup_steps are derived from the corpus
     # at run time (steps per epoch = training windows // batch_size, as the published loaders drop the last batch).
@@ -184,9 +185,13 @@ class TrainConfig:
     checkpoint_every: int = 50
     eval_every: int = 50
     log_every: int = 5
-    buffer_chunks: int = 8  # shuffle buffer, in chunks
+    buffer_chunks: int = 8  # shuffle buffer, in chunks (per loader stream)
+    # loader streams: chunks dealt to this many streams, each global batch a slice of every stream; a multiple of
+    # the process count makes every process read only its own chunks (pipeline/data/windows.py); divides batch_size
+    loader_streams: int = 1
     num_workers: int = 0  # DataLoader workers per process
     deterministic: bool = False  # torch.use_deterministic_algorithms: bit-reproducible resumes
+    compile: bool = False  # torch.compile each transformer block (CUDA: fewer launches; first steps compile)
 
 
 def with_epochs(tc: TrainConfig, n_windows: int, *, where: str = "train") -> TrainConfig:

@@ -17,7 +17,6 @@ from safetensors.torch import load_file
 
 from pipeline.config import MaskConfig, PretrainSection, TokenizerSection, TrainConfig, load_config
 from pipeline.models.backbone import BackboneConfig
-from pipeline.models.layers import time_distance_bias
 from pipeline.models.linear_ce import linear_cross_entropy
 from pipeline.models.pretrain import CodeHeads, PretrainConfig, PretrainModel
 from pipeline.stages.extract_codes import extract_codes
@@ -96,8 +95,29 @@ def test_fused_head_loss_matches_plain_cross_entropy(rows: int):
     assert int(hits) == int((logits.argmax(-1) == target).sum())
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    with torch.no_grad():  # evaluation: no gradients computed, same loss
-        torch.testing.assert_close(linear_cross_entropy(h, lin.weight, lin.bias, target, chunk=16)[0], plain)
+    with torch.no_grad():  # evaluation: same loss, and no gradient work (no softmax is formed)
+        with _Counting(torch.Tensor.exp_) as exps:
+            torch.testing.assert_close(linear_cross_entropy(h, lin.weight, lin.bias, target, chunk=16)[0], plain)
+    assert exps.calls == 0
+    # row weights (the static-shape selection of pretraining): the same as keeping the weighted rows only
+    keep = torch.rand(rows) < 0.5
+    w_loss, w_hits = linear_cross_entropy(h, lin.weight, lin.bias, target, keep.float(), chunk=16)
+    sel_loss, sel_hits = linear_cross_entropy(h[keep], lin.weight, lin.bias, target[keep], chunk=16)
+    torch.testing.assert_close(w_loss, sel_loss)
+    assert int(w_hits) == int(sel_hits)
+    for a, b in zip(torch.autograd.grad(w_loss, [lin.weight, lin.bias]),
+                    torch.autograd.grad(sel_loss, [lin.weight, lin.bias])):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+class _Counting(torch.overrides.TorchFunctionMode):
+    def __init__(self, func) -> None:
+        super().__init__()
+        self.func, self.calls = func, 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += func is self.func
+        return func(*args, **(kwargs or {}))
 
 
 def test_training_objective_matches_the_logits_path():
@@ -227,23 +247,6 @@ def test_two_processes_match_one_at_the_same_global_batch(demo_codes, tmp_path: 
     flat_a = torch.cat([a[k].float().flatten() for k in sorted(a)])
     flat_b = torch.cat([b[k].float().flatten() for k in sorted(a)])
     assert float((flat_a - flat_b).norm() / flat_a.norm()) < 1e-4
-
-
-def test_time_distance_bias_values_and_padding():
-    """−slope·|Δpatch| in channel-major token order; padding channels' keys are never attended."""
-    slopes = torch.tensor([2.0, 0.5])
-    bias = time_distance_bias(slopes, channels=2, patches=3, valid=torch.tensor([[True, True]]))
-    assert bias.shape == (1, 2, 6, 6)
-    # token 0 = (channel 0, patch 0); token 4 = (channel 1, patch 1): one patch apart
-    assert float(bias[0, 0, 0, 4]) == -2.0 and float(bias[0, 1, 0, 4]) == -0.5
-    assert float(bias[0, 0, 1, 4]) == 0.0  # same patch on the other channel
-    padded = time_distance_bias(slopes, channels=2, patches=3, valid=torch.tensor([[True, False], [True, True]]))
-    assert padded.shape == (2, 2, 6, 6)
-    assert torch.isinf(padded[0, :, :, 3:]).all() and torch.isfinite(padded[0, :, :, :3]).all()
-    assert torch.isfinite(padded[1]).all()
-    # a window without any valid channel attends everywhere rather than nowhere (no NaN rows)
-    empty = time_distance_bias(slopes, channels=2, patches=3, valid=torch.tensor([[False, False], [True, True]]))
-    assert torch.isfinite(empty).all()
 
 
 @pytest.mark.slow

@@ -38,6 +38,26 @@ def test_window_order_is_deterministic_and_rank_slices_cover_the_global_batch(de
     assert set(held.table["subject"]) == {"s02"} and "s02" not in set(index.table["subject"])
 
 
+def test_loader_streams_give_each_rank_its_own_chunks(demo_shards):
+    """With 4 streams and 2 ranks every rank reads only chunks it owns (each chunk decoded by one rank), the global
+    batches do not depend on the rank count, and batches can cross in the shards' float16/int16."""
+    index = WindowIndex.from_shard_dirs(demo_shards, splits=["train"])
+    batches = epoch_batches(index, batch_size=8, seed=1, epoch=0, streams=4, buffer_chunks=2)
+    flat = np.concatenate(batches)
+    assert len(np.unique(flat)) == len(flat) and len(batches) >= 4
+    chunk = index.table["chunk"].to_numpy()
+    owned = [set(chunk[np.concatenate([np.array_split(b, 2)[r] for b in batches])]) for r in (0, 1)]
+    assert not owned[0] & owned[1]
+    ranks = [WindowBatches(index, batches, rank=r, world_size=2, storage_dtypes=True) for r in (0, 1)]
+    for r in ranks:
+        for i in range(len(batches)):
+            item = r[i]
+    assert sum(r.decoded for r in ranks) == len(owned[0] | owned[1])  # read amplification 1
+    assert item["x"].dtype == torch.float16 and item["ch"].dtype == torch.int16
+    with pytest.raises(ValueError, match="loader_streams"):
+        epoch_batches(index, batch_size=8, seed=1, epoch=0, streams=3)
+
+
 @pytest.mark.slow
 def test_short_training_learns_and_uses_codebooks(demo_shards, tmp_path: Path):
     result = train_tokenizer(demo_shards, tmp_path, _section(max_steps=40, checkpoint_every=40))

@@ -17,7 +17,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .frontends import TemporalConv
-from .layers import PositionEmbedding, Transformer, init_weights_, key_mask, time_distance_bias
+from .layers import PositionEmbedding, Transformer, init_weights_
 
 __all__ = ["BackboneConfig", "Backbone"]
 
@@ -106,11 +106,8 @@ class Backbone(nn.Module):
         if mask is not None:
             tokens = torch.where(mask.flatten(1).unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
         tokens = tokens + self.pos_embed(ch, patches)
-        valid = ch >= 0
-        if self.config.time_bias_max_slope > 0:
-            bias = time_distance_bias(self.time_slopes.to(tokens.dtype), ch.shape[1], patches, valid)
-            return self.encoder(tokens, bias)
-        return self.encoder(tokens, key_mask(valid, patches))
+        slopes = self.time_slopes if self.config.time_bias_max_slope > 0 else None
+        return self.encoder(tokens, ch >= 0, patches, slopes=slopes)
 
     def forward(self, x: Tensor, ch: Tensor, mask: Tensor | None = None) -> Tensor:
         return self.encode(self.embed(x), ch, x.shape[2], mask)

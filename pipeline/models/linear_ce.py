@@ -10,6 +10,10 @@ cross-entropy with respect to the logits), so the peak extra memory is one chunk
 way: the forward matmul and the two gradient matmuls.
 
 Under autocast the matmuls run in the autocast dtype (as nn.Linear would), softmax and the loss in fp32.
+
+Rows carry an optional 0/1 weight (the rows that are targets), so a caller can keep static shapes (no boolean
+selection, whose size would have to be read by the host). Without gradients (torch.no_grad, evaluation) only the
+loss and the hits are computed: no softmax, no gradient matmuls.
 """
 
 from __future__ import annotations
@@ -19,15 +23,20 @@ from torch import Tensor
 
 __all__ = ["linear_cross_entropy"]
 
-CHUNK_ROWS = 1024
+CHUNK_ROWS = {"cuda": 8192, "cpu": 1024}  # logits live a chunk at a time: cache-sized on a CPU, big launches on a GPU
+
+
+def chunk_rows(device: torch.device) -> int:
+    return CHUNK_ROWS.get(device.type, CHUNK_ROWS["cpu"])
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor, target: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
+    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor, target: Tensor, rows_weight: Tensor | None,
+                chunk: int, grad: bool) -> tuple[Tensor, Tensor]:
         device = h.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
-        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        need_h, need_w, need_b = (n and grad for n in ctx.needs_input_grad[:3])
         loss = torch.zeros((), dtype=torch.float32, device=h.device)
         hits = torch.zeros((), dtype=torch.long, device=h.device)
         grad_h = torch.empty_like(h) if need_h else None
@@ -39,12 +48,18 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 rows, t = x[start:start + chunk], target[start:start + chunk]
                 z = torch.addmm(b, rows, w.t()).float()  # logits [n, K]
                 lse = torch.logsumexp(z, dim=-1)
-                loss += (lse - z.gather(1, t[:, None]).squeeze(1)).sum()
-                hits += (z.argmax(-1) == t).sum()
+                ce, hit = lse - z.gather(1, t[:, None]).squeeze(1), z.argmax(-1) == t
+                if rows_weight is not None:
+                    rw = rows_weight[start:start + chunk]
+                    ce, hit = ce * rw, hit & (rw > 0)
+                loss += ce.sum()
+                hits += hit.sum()
                 if not (need_h or need_w or need_b):
                     continue
                 z.sub_(lse[:, None]).exp_()  # softmax, in place
                 z[torch.arange(t.shape[0], device=z.device), t] -= 1.0  # − one-hot: d(Σ CE)/d logits
+                if rows_weight is not None:
+                    z.mul_(rw[:, None])
                 g = z if dtype == torch.float32 else z.to(dtype)
                 if need_h:
                     grad_h[start:start + chunk] = g @ w
@@ -66,14 +81,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         return (grad_h * grad_loss.to(grad_h.dtype) if need_h else None,
                 (grad_w * grad_loss).to(ctx.dtypes[0]) if need_w else None,
-                (grad_b * grad_loss).to(ctx.dtypes[1]) if need_b else None, None, None)
+                (grad_b * grad_loss).to(ctx.dtypes[1]) if need_b else None, None, None, None, None)
 
 
-def linear_cross_entropy(h: Tensor, weight: Tensor, bias: Tensor, target: Tensor,
-                         chunk: int = CHUNK_ROWS) -> tuple[Tensor, Tensor]:
-    """Σ over rows of cross_entropy(h @ weightᵀ + bias, target), and the number of rows whose argmax
-    logit is the target. h [M, D], weight [K, D], bias [K], target long [M] → (loss 0-d fp32, hits 0-d long).
-    The loss is differentiable with respect to h, weight and bias."""
+def linear_cross_entropy(h: Tensor, weight: Tensor, bias: Tensor, target: Tensor, rows_weight: Tensor | None = None,
+                         chunk: int | None = None) -> tuple[Tensor, Tensor]:
+    """Σ over rows of w·cross_entropy(h @ weightᵀ + bias, target), and the number of rows (w > 0) whose argmax
+    logit is the target. h [M, D], weight [K, D], bias [K], target long [M], rows_weight float [M] (default 1)
+    → (loss 0-d fp32, hits 0-d long). The loss is differentiable with respect to h, weight and bias."""
     if h.shape[0] != target.shape[0]:
         raise ValueError(f"{h.shape[0]} rows but {target.shape[0]} targets")
-    return _LinearCrossEntropy.apply(h, weight, bias, target.long(), chunk)
+    if rows_weight is not None:
+        rows_weight = rows_weight.float()
+    grad = torch.is_grad_enabled()  # inside an autograd.Function's forward it is always off: decided here
+    return _LinearCrossEntropy.apply(h, weight, bias, target.long(), rows_weight, chunk or chunk_rows(h.device), grad)

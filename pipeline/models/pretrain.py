@@ -103,9 +103,10 @@ class CodeHeads(nn.Module):
                 cond = self._condition(s, lvl, cond, given)
         return logits, rearrange(torch.stack(used), "(s l) m -> m s l", s=self.n_domains)
 
-    def score(self, h: Tensor, codes: Tensor) -> tuple[list[list[Tensor]], Tensor]:
+    def score(self, h: Tensor, codes: Tensor, weight: Tensor | None = None) -> tuple[list[list[Tensor]], Tensor]:
         """Teacher-forced training objective without materializing logits: (summed cross-entropy [S][L] of 0-d
-        differentiable tensors, argmax hits long [S, L]) over the rows of h against codes [M, S, L]."""
+        differentiable tensors, argmax hits long [S, L]) over the rows of h against codes [M, S, L], rows weighted
+        by weight [M] (0/1: the rows that are targets; default all)."""
         losses: list[list[Tensor]] = []
         hits = []
         for s in range(self.n_domains):
@@ -113,7 +114,8 @@ class CodeHeads(nn.Module):
             losses.append([])
             for lvl in range(self.levels):
                 head = self.heads[s * self.levels + lvl]
-                loss, hit = linear_cross_entropy(self._input(s, lvl, h, cond), head.weight, head.bias, codes[:, s, lvl])
+                loss, hit = linear_cross_entropy(self._input(s, lvl, h, cond), head.weight, head.bias, codes[:, s, lvl],
+                                                 weight)
                 losses[s].append(loss)
                 hits.append(hit)
                 cond = self._condition(s, lvl, cond, codes[:, s, lvl])
@@ -124,9 +126,9 @@ class CodeHeads(nn.Module):
 class PretrainOutput:
     loss: Tensor  # 0-d, differentiable: Σ_domains Σ_levels w_level · mean CE over the scored tokens
     loss_sum: Tensor  # 0-d, differentiable: the same with summed (not averaged) CE, for exact data parallelism
-    losses: dict[str, float]  # per domain/level mean cross-entropy (detached), "loss" total
+    losses: dict[str, Tensor]  # per domain/level mean cross-entropy (0-d, detached, on the device), "loss" total
     accuracy: Tensor  # [S, L] teacher-forced token accuracy on the masked tokens
-    n_targets: int  # masked tokens scored (both passes)
+    n_targets: Tensor  # 0-d: masked tokens scored (both passes); a device tensor (reading it is a host sync)
 
 
 class PretrainModel(nn.Module):
@@ -142,41 +144,47 @@ class PretrainModel(nn.Module):
         valid = (ch >= 0)[:, :, None].expand_as(mask)
         return valid.sum() if self.config.symmetric else (mask & valid).sum()
 
-    def _targets(self, x: Tensor, ch: Tensor, codes: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Encoder states [M, D] and target codes [M, S, L] at the masked valid tokens of all passes."""
+    def _targets(self, x: Tensor, ch: Tensor, codes: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Encoder states [M, D], target codes [M, S, L] and target weights [M] (1 = scored) over the B·C·P tokens.
+
+        Static shapes (no boolean selection: its size would be a host sync). Symmetric: each token's state comes
+        from the pass that hid it (the masked pass where masked, the complementary pass elsewhere), so every valid
+        token is scored once and M = B·C·P, as many rows as the selection had without padding."""
         valid = (ch >= 0)[:, :, None].expand_as(mask)
         mask = mask & valid
         tokens = self.backbone.embed(x)
         if self.config.symmetric:
-            tokens, ch, codes = (torch.cat([t, t]) for t in (tokens, ch, codes))
-            mask = torch.cat([mask, valid & ~mask])
-        h = self.backbone.encode(tokens, ch, x.shape[2], mask)
-        sel = mask.flatten()
-        h = h.reshape(-1, h.shape[-1])[sel]
-        target = rearrange(codes, "b c p s l -> (b c p) s l")[sel].long()
-        return h, target
+            h = self.backbone.encode(torch.cat([tokens, tokens]), torch.cat([ch, ch]), x.shape[2],
+                                     torch.cat([mask, valid & ~mask]))
+            first, second = h.chunk(2)
+            h, weight = torch.where(mask.flatten(1)[..., None], first, second), valid
+        else:
+            h, weight = self.backbone.encode(tokens, ch, x.shape[2], mask), mask
+        target = rearrange(codes, "b c p s l -> (b c p) s l").long().clamp_min(0)  # −1 at padding: weight 0
+        return h.reshape(-1, h.shape[-1]), target, weight.flatten()
 
     def forward(self, x: Tensor, ch: Tensor, codes: Tensor, mask: Tensor) -> PretrainOutput:
         """x [B, C, P, T], ch [B, C], codes [B, C, P, S, L] (−1 at padding), mask bool [B, C, P]."""
-        h, target = self._targets(x, ch, codes, mask)
-        ce, hits = self.heads.score(h, target)  # teacher forcing
+        h, target, weight = self._targets(x, ch, codes, mask)
+        ce, hits = self.heads.score(h, target, weight)  # teacher forcing
         cfg = self.config
-        n = target.shape[0]
+        n = weight.sum()
+        denominator = n.clamp_min(1).float()  # nothing masked: 0, not NaN
         total = h.new_zeros((), dtype=torch.float32)
-        losses: dict[str, float] = {}
+        losses: dict[str, Tensor] = {}
         for s, domain in enumerate(cfg.domains):
             for lvl in range(cfg.levels):
-                # sum, not mean: an empty selection (nothing masked) then gives 0, not NaN
                 total = total + cfg.level_weights[lvl] * ce[s][lvl]
-                losses[f"{domain}_L{lvl}"] = float(ce[s][lvl].detach()) / max(n, 1)
-        accuracy = hits.float() / max(n, 1)
-        losses["loss"] = float(total.detach()) / max(n, 1)
-        return PretrainOutput(loss=total / max(n, 1), loss_sum=total, losses=losses, accuracy=accuracy, n_targets=n)
+                losses[f"{domain}_L{lvl}"] = ce[s][lvl].detach() / denominator
+        losses["loss"] = total.detach() / denominator
+        return PretrainOutput(loss=total / denominator, loss_sum=total, losses=losses,
+                              accuracy=hits.float() / denominator, n_targets=n)
 
     @torch.no_grad()
     def predict(self, x: Tensor, ch: Tensor, codes: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Inference path: (predicted codes [M, S, L], target codes [M, S, L]) at the masked tokens,
         each level conditioned on the model's own predictions of the levels below."""
-        h, target = self._targets(x, ch, codes, mask)
-        _, predicted = self.heads(h, None)
-        return predicted, target
+        h, target, weight = self._targets(x, ch, codes, mask)
+        sel = weight  # evaluation: a boolean selection (a host sync) is fine here
+        _, predicted = self.heads(h[sel], None)
+        return predicted, target[sel]

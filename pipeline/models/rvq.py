@@ -57,6 +57,12 @@ Conventions (shared by both classes)
   with ``cluster_size < threshold`` are replaced by distinct random vectors of
   the current batch's ``x̂_k`` (at most N per step) and get
   ``cluster_size = threshold``.
+* Row weights: ``quantize``/``forward`` take an optional 0/1 weight per row (padding tokens 0), so callers keep
+  static shapes: weight-0 rows get codes but add nothing to the commitment loss, the EMA statistics, the usage
+  or the restart samples. Host syncs: none in a training step after the first (the k-means init reads its rows
+  once); the ``initialized`` flag is mirrored in Python, dead-code restarts are ``torch.where`` updates of
+  every code (no data-dependent branch). Under torch.distributed the restart gathers rows with their sizes
+  (one size exchange per step).
 * Distributed: if ``torch.distributed`` is initialized, per-batch counts and sums
   are all-reduced before the EMA update, and k-means / restart samples are
   computed on rank 0 from the rows of all ranks gathered in rank order, then
@@ -264,6 +270,7 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("cluster_size", torch.ones(codebook_size))  # [K]
         self.register_buffer("embed_sum", codebook.clone())  # [K, D]
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
+        self._initialized: bool | None = None  # the buffer's value, read once (None: not read yet)
 
     def extra_repr(self) -> str:
         return (
@@ -291,6 +298,16 @@ class VectorQuantizer(nn.Module):
         self.cluster_size.copy_(counts)
         self.embed_sum.copy_(codebook * laplace_smooth(counts, self.eps).unsqueeze(1))
         self.initialized.fill_(True)
+        self._initialized = True
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._initialized = None  # a loaded state may say otherwise: read the buffer again
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _is_initialized(self) -> bool:
+        if self._initialized is None:
+            self._initialized = bool(self.initialized)  # one host read per quantizer, not per step
+        return self._initialized
 
     @torch.no_grad()
     def _kmeans_init_(self, x: Tensor) -> None:
@@ -316,12 +333,12 @@ class VectorQuantizer(nn.Module):
         self.init_codebook_(means, cluster_size=bins)
 
     @torch.no_grad()
-    def _ema_update_(self, x: Tensor, codes: Tensor) -> Tensor:
-        """x [N, D] (the level's prepared inputs), codes [N] → global counts [K]."""
+    def _ema_update_(self, x: Tensor, codes: Tensor, weight: Tensor) -> Tensor:
+        """x [N, D] (the level's prepared inputs), codes [N], weight [N] → global counts [K]."""
         k, d = self.codebook_size, self.dim
         stats = x.new_zeros(k, d + 1)  # [K, 1 + D]: counts | sums, one all-reduce
-        stats[:, 0].index_add_(0, codes, torch.ones_like(codes, dtype=x.dtype))
-        stats[:, 1:].index_add_(0, codes, x)
+        stats[:, 0].index_add_(0, codes, weight)
+        stats[:, 1:].index_add_(0, codes, x * weight[:, None])
         _all_reduce_sum_(stats)
         counts, sums = stats[:, 0], stats[:, 1:]
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1.0 - self.decay)
@@ -330,23 +347,29 @@ class VectorQuantizer(nn.Module):
         return counts
 
     @torch.no_grad()
-    def _restart_dead_codes_(self, x: Tensor) -> None:
+    def _restart_dead_codes_(self, x: Tensor, weight: Tensor) -> None:
+        """Codes with an EMA count below the threshold take distinct random rows of weight > 0 (the first dead
+        codes in index order, at most one per row). Every code is updated through torch.where: no branch on the
+        data, so no host sync."""
         if self.dead_code_threshold <= 0:
             return
-        dead = (self.cluster_size < self.dead_code_threshold).nonzero().squeeze(1)  # identical on all ranks
-        if dead.numel() == 0:
-            return
-        x = _gather_rows(x)  # samples come from the global batch, drawn on rank 0
+        if _is_distributed():  # samples come from the global batch, drawn on rank 0
+            x, weight = _gather_rows(x), _gather_rows(weight[:, None])[:, 0]
         if x.shape[0] == 0:
             return
-        dead = dead[: x.shape[0]]  # at most one code per row, so no two revived codes coincide
-        fresh = x.new_zeros(dead.numel(), self.dim)
-        if _is_rank0():
-            fresh = self._prepare(sample_rows(x, dead.numel()))
+        dead = self.cluster_size < self.dead_code_threshold  # [K], identical on all ranks
+        real = weight > 0
+        order = (torch.rand(x.shape[0], device=x.device) + real).argsort(descending=True)  # real rows first
+        rank = dead.long().cumsum(0) - 1  # each dead code's rank among the dead
+        take = dead & (rank < real.sum())
+        fresh = self._prepare(x[order[rank.clamp(0, x.shape[0] - 1)]])  # [K, D]
         _broadcast_(fresh)
-        self.cluster_size[dead] = self.dead_code_threshold
-        self.codebook[dead] = fresh
-        self.embed_sum[dead] = fresh * laplace_smooth(self.cluster_size, self.eps)[dead].unsqueeze(1)
+        take = _broadcast_(take.to(torch.uint8)).bool()
+        threshold = torch.full_like(self.cluster_size, self.dead_code_threshold)
+        self.cluster_size.copy_(torch.where(take, threshold, self.cluster_size))
+        self.codebook.copy_(torch.where(take[:, None], fresh, self.codebook))
+        smoothed = laplace_smooth(self.cluster_size, self.eps).unsqueeze(1)
+        self.embed_sum.copy_(torch.where(take[:, None], fresh * smoothed, self.embed_sum))
         self._refresh_codebook()
 
     # ---- public API
@@ -371,29 +394,32 @@ class VectorQuantizer(nn.Module):
         return self.lookup(codes)
 
     @_fp32
-    def quantize(self, x: Tensor) -> tuple[VQResult, Tensor]:
-        """Flat x [N, D] → (result, counts [K]). Used by the residual stack."""
+    def quantize(self, x: Tensor, weight: Tensor | None = None) -> tuple[VQResult, Tensor]:
+        """Flat x [N, D], weight [N] (0/1, default 1) → (result, counts [K]). Used by the residual stack."""
         xh = self._prepare(x)  # x̂ [N, D]
-        fresh_init = self.training and not bool(self.initialized)
+        weight = torch.ones(x.shape[0], device=x.device) if weight is None else weight.to(x.dtype)
+        fresh_init = self.training and not self._is_initialized()
         if fresh_init:
-            self._kmeans_init_(xh.detach())
+            self._kmeans_init_(xh.detach()[weight > 0])  # once per quantizer: the boolean selection may sync
         codes = self.assign(xh)  # [N]
         q = self.lookup(codes)  # [N, D], no grad (buffer)
-        commit = F.mse_loss(xh, q) * self.commitment_weight if xh.numel() else xh.sum()
+        # mean squared error over the weighted rows (0 when there are none, not NaN)
+        commit = ((xh - q).pow(2).sum(-1) * weight).sum() / (weight.sum() * self.dim).clamp_min(1.0)
+        commit = commit * self.commitment_weight
         quantized = q + (xh - xh.detach())  # value exactly q, gradient identity w.r.t. x̂
         if self.training:
-            counts = self._ema_update_(xh.detach(), codes)
+            counts = self._ema_update_(xh.detach(), codes, weight)
             if not fresh_init:  # the init batch's rows already are centroids: restarting from them would duplicate
-                self._restart_dead_codes_(xh.detach())
-        else:
-            counts = torch.bincount(codes, minlength=self.codebook_size).to(x.dtype)
+                self._restart_dead_codes_(xh.detach(), weight)
+        else:  # index_add, not bincount (which reads the maximum on the host)
+            counts = x.new_zeros(self.codebook_size).index_add_(0, codes, weight)
         usage, perplexity = usage_and_perplexity(counts)
         return VQResult(quantized, codes, commit, usage, perplexity), counts
 
-    def forward(self, x: Tensor) -> VQResult:
-        """x [..., D] → VQResult (quantized [..., D], codes [...])."""
+    def forward(self, x: Tensor, weight: Tensor | None = None) -> VQResult:
+        """x [..., D] (weight [...], 0/1) → VQResult (quantized [..., D], codes [...])."""
         lead = x.shape[:-1]
-        res, _ = self.quantize(rearrange(x, "... d -> (...) d"))
+        res, _ = self.quantize(rearrange(x, "... d -> (...) d"), None if weight is None else weight.reshape(-1))
         res.quantized = res.quantized.reshape(*lead, self.dim)
         res.codes = res.codes.reshape(lead)
         return res
@@ -464,14 +490,16 @@ class ResidualVectorQuantizer(nn.Module):
         return out
 
     @_fp32
-    def forward(self, x: Tensor) -> RVQResult:
-        """x [..., D] → RVQResult. Training mode: k-means init, EMA update, dead-code restart."""
+    def forward(self, x: Tensor, weight: Tensor | None = None) -> RVQResult:
+        """x [..., D] (weight [...], 0/1: rows that count) → RVQResult. Training mode: k-means init, EMA update,
+        dead-code restart."""
         lead = x.shape[:-1]
         residual = rearrange(x, "... d -> (...) d")  # r_1 = z  [N, D]
+        weight = None if weight is None else weight.reshape(-1)
         quantized: Tensor | None = None
         codes, commits, usage, perplexity = [], [], [], []
         for vq in self.layers:
-            res, _ = vq.quantize(residual)
+            res, _ = vq.quantize(residual, weight)
             quantized = res.quantized if quantized is None else quantized + res.quantized
             residual = residual - res.quantized.detach()  # r_{k+1} = r_k - e_k
             codes.append(res.codes)

@@ -15,9 +15,9 @@ Common API (both classes):
   targets and the predicted waveform in input units.
 * ``to_checkpoint()`` / ``load_tokenizer(ckpt)``: {"config": dict, "model": state_dict}.
 
-Padding channels are zeroed, never attended to (key mask), never quantized
-(no EMA statistics from them) and excluded from every loss and statistic, so
-they cannot change the codes of real channels.
+Padding channels are zeroed, never attended to (a masked key column, layers.py), quantized with weight 0
+(no EMA statistics from them; their codes are reported as −1) and excluded from every loss and statistic, so
+they cannot change the codes of real channels. Shapes stay static (no host syncs: tests/test_syncs.py).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from .config import TokenizerConfig
 from .frontends import MultiScaleTemporalConv, TemporalConv
-from .layers import PositionEmbedding, Transformer, init_weights_, key_mask
+from .layers import PositionEmbedding, Transformer, init_weights_
 from .rvq import ResidualVectorQuantizer
 from .targets import fourier, from_fourier, patch_zscore, window_unzscore, window_zscore
 
@@ -74,26 +74,22 @@ class TokenizerOutput:
 
 
 class _Tokens:
-    """Index of the valid (non-padding) tokens of a batch, flattened as (b c p)."""
+    """The valid (non-padding) tokens of a batch, flattened as (b c p), as a 0/1 weight over all tokens.
+
+    Static shapes: every token goes through the model (padding tokens are zeroed inputs) and padding is handled by
+    weights and torch.where, never by a boolean selection, whose size the host would have to read (a sync)."""
 
     def __init__(self, valid: Tensor, patches: int) -> None:
         self.valid = valid  # [B, C]
         self.batch, self.channels = valid.shape
         self.patches = patches
         self.total = self.batch * self.channels * patches
-        flat = repeat(valid, "b c -> (b c p)", p=patches)
-        self.index = None if bool(flat.all()) else flat.nonzero().squeeze(1)  # None: all valid
-
-    def gather(self, t: Tensor) -> Tensor:
-        # [B·C·P, ...] → [Nv, ...]
-        return t if self.index is None else t.index_select(0, self.index)
+        self.flat = repeat(valid, "b c -> (b c p)", p=patches)  # bool [B·C·P]
+        self.weight = self.flat.float()
 
     def scatter(self, t: Tensor, fill: float | int = 0) -> Tensor:
-        # [Nv, ...] → [B·C·P, ...]
-        if self.index is None:
-            return t
-        out = t.new_full((self.total, *t.shape[1:]), fill)
-        return out.index_copy(0, self.index, t)
+        # [B·C·P, ...] with `fill` at padding tokens
+        return torch.where(self.flat.reshape(-1, *[1] * (t.dim() - 1)), t, torch.full_like(t, fill))
 
     def unflatten(self, t: Tensor) -> Tensor:
         # [B·C·P, ...] → [B, C, P, ...]
@@ -101,10 +97,10 @@ class _Tokens:
 
 
 def _masked_mse(pred: Tensor, target: Tensor, tokens: _Tokens) -> Tensor:
-    # pred/target [B, C, P, F] → mean over valid tokens and features
+    # pred/target [B, C, P, F] → mean over valid tokens and features (no valid token: 0, not NaN)
     f = pred.shape[-1]
-    pred, target = tokens.gather(pred.reshape(-1, f)), tokens.gather(target.reshape(-1, f))
-    return F.mse_loss(pred, target) if pred.numel() else pred.sum()  # no valid token: 0, not NaN
+    err = (pred.reshape(-1, f) - target.reshape(-1, f)).pow(2).sum(-1)
+    return (err * tokens.weight).sum() / (tokens.weight.sum() * f).clamp_min(1.0)
 
 
 def _mlp_head(dim_in: int, hidden: int, dim_out: int, act: type[nn.Module] = nn.Tanh) -> nn.Sequential:
@@ -140,7 +136,11 @@ class _TokenizerBase(nn.Module):
             raise ValueError(f"ch must be [B, C] = {tuple(x.shape[:2])}, got {tuple(ch.shape)}")
         if x.shape[2] > c.max_patches:
             raise ValueError(f"{x.shape[2]} patches > max_patches={c.max_patches}")
-        if ch.numel() and int(ch.max()) >= c.vocab_size:
+        if not ch.numel():
+            return
+        if self.training and torch.is_grad_enabled():  # on the device: reading ch.max() would sync every step
+            torch._assert_async(ch.max() < c.vocab_size, f"a channel id ≥ vocab_size={c.vocab_size}")
+        elif int(ch.max()) >= c.vocab_size:
             raise ValueError(f"channel id {int(ch.max())} ≥ vocab_size={c.vocab_size}")
 
     def _prepare(self, x: Tensor, ch: Tensor) -> tuple[Tensor, _Tokens]:
@@ -152,10 +152,11 @@ class _TokenizerBase(nn.Module):
     def _quantize(
         self, latents: dict[str, Tensor], tokens: _Tokens
     ) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
-        """latents name → [Nv, code_dim] → (quantized name → [B, N, code_dim], codes, usage, ppl, commit, terms)."""
+        """latents name → [B·N, code_dim] → (quantized name → [B, N, code_dim], codes, usage, ppl, commit,
+        terms)."""
         quantized, codes, usage, ppl, commits = {}, [], [], [], {}
         for name, z in latents.items():
-            res = self.quantizers[name](z)
+            res = self.quantizers[name](z, tokens.weight)
             quantized[name] = rearrange(tokens.scatter(res.quantized), "(b n) d -> b n d", b=tokens.batch)
             codes.append(tokens.unflatten(tokens.scatter(res.codes, fill=-1)))  # [B, C, P, L]
             usage.append(res.usage)
@@ -169,11 +170,11 @@ class _TokenizerBase(nn.Module):
         flat = rearrange(codes, "b c p s l -> (b c p) s l")
         out = {}
         for i, name in enumerate(self.config.domains):
-            q = self.quantizers[name].decode(tokens.gather(flat[:, i]).clamp_min(0))
+            q = self.quantizers[name].decode(flat[:, i].clamp_min(0))
             out[name] = rearrange(tokens.scatter(q), "(b n) d -> b n d", b=tokens.batch)
         return out
 
-    # subclasses: _latents(x, ch, tokens) -> name → [Nv, code_dim]
+    # subclasses: _latents(x, ch, tokens) -> name → [B·N, code_dim]
     #             _decode(quantized, ch, tokens) -> name → [B, C, P, F]
     #             _loss(x, predictions, tokens, want_waveform) -> (terms, targets, waveform)
 
@@ -258,8 +259,8 @@ class _Decoder(nn.Module):
         )
         self.heads = nn.ModuleDict({k: _mlp_head(c.decoder_dim, c.decoder_dim, n) for k, n in outputs.items()})
 
-    def forward(self, q: Tensor, ch: Tensor, mask: Tensor, patches: int) -> dict[str, Tensor]:
-        h = self.transformer(self.proj(q) + self.pos(ch, patches), mask)  # [B, N, Dd]
+    def forward(self, q: Tensor, ch: Tensor, valid: Tensor, patches: int) -> dict[str, Tensor]:
+        h = self.transformer(self.proj(q) + self.pos(ch, patches), valid, patches)  # [B, N, Dd]
         return {k: rearrange(head(h), "b (c p) f -> b c p f", p=patches) for k, head in self.heads.items()}
 
 
@@ -302,15 +303,14 @@ class DDRVQTokenizer(_TokenizerBase):
         b, c, p, _ = x.shape
         patches = self.frontend(rearrange(x, "b c p t -> (b c p) t"))  # [B·C·P, E]
         h = rearrange(patches, "(b n) e -> b n e", b=b) + self.pos(ch, p)  # [B, N, E]
-        h = self.encoder(h, key_mask(tokens.valid, p))  # [B, N, E]
-        h = tokens.gather(rearrange(h, "b n e -> (b n) e"))  # [Nv, E]
-        return {d: head(h) for d, head in self.heads.items()}  # name → [Nv, code_dim]
+        h = self.encoder(h, tokens.valid, p)  # [B, N, E]
+        h = rearrange(h, "b n e -> (b n) e")  # [B·N, E]
+        return {d: head(h) for d, head in self.heads.items()}  # name → [B·N, code_dim]
 
     def _decode(self, quantized: dict[str, Tensor], ch: Tensor, tokens: _Tokens) -> dict[str, Tensor]:
-        mask = key_mask(tokens.valid, tokens.patches)
         out: dict[str, Tensor] = {}
         for d, q in quantized.items():
-            out.update(self.decoders[d](q, ch, mask, tokens.patches))
+            out.update(self.decoders[d](q, ch, tokens.valid, tokens.patches))
         return out
 
     def _loss(
@@ -357,10 +357,10 @@ class _NeuroDecoder(nn.Module):
         self.sin = nn.Sequential(_mlp_head(wide, c.decoder_dim, c.n_bins), nn.Tanh())
         self.cos = nn.Sequential(_mlp_head(wide, c.decoder_dim, c.n_bins), nn.Tanh())
 
-    def forward(self, qs: list[Tensor], ch: Tensor, mask: Tensor, patches: int) -> dict[str, Tensor]:
+    def forward(self, qs: list[Tensor], ch: Tensor, valid: Tensor, patches: int) -> dict[str, Tensor]:
         pos = self.pos(ch, patches)  # [B, N, Dd]
         h = torch.cat([proj(q) + pos for proj, q in zip(self.proj, qs)])  # [(S B), N, Dd]
-        h = self.transformer(h, mask.repeat(self.scales, 1, 1, 1))
+        h = self.transformer(h, valid.repeat(self.scales, 1), patches)
         h = rearrange(h, "(s b) n d -> b n (s d)", s=self.scales)  # [B, N, S·Dd]
         return {
             name: rearrange(head(h), "b (c p) f -> b c p f", p=patches)
@@ -400,13 +400,13 @@ class NeuroRVQTokenizer(_TokenizerBase):
         s = self.config.n_domains
         scales = self.frontend(rearrange(x, "b c p t -> (b c p) t"))  # [S, B·C·P, E]
         h = rearrange(scales, "s (b n) e -> s b n e", b=b) + self.pos(ch, p)  # [S, B, N, E]
-        h = self.encoder(rearrange(h, "s b n e -> (s b) n e"), key_mask(tokens.valid, p).repeat(s, 1, 1, 1))
+        h = self.encoder(rearrange(h, "s b n e -> (s b) n e"), tokens.valid.repeat(s, 1), p)
         h = rearrange(h, "(s b) n e -> s (b n) e", s=s)
-        return {d: head(tokens.gather(h[i])) for i, (d, head) in enumerate(self.heads.items())}
+        return {d: head(h[i]) for i, (d, head) in enumerate(self.heads.items())}
 
     def _decode(self, quantized: dict[str, Tensor], ch: Tensor, tokens: _Tokens) -> dict[str, Tensor]:
         qs = [quantized[d] for d in self.config.domains]
-        return self.decoder(qs, ch, key_mask(tokens.valid, tokens.patches), tokens.patches)
+        return self.decoder(qs, ch, tokens.valid, tokens.patches)
 
     def _loss(
         self, x: Tensor, predictions: dict[str, Tensor], tokens: _Tokens, *, want_waveform: bool
@@ -424,11 +424,12 @@ class NeuroRVQTokenizer(_TokenizerBase):
         predictions["signal"] = signal
 
         f = targets["sin"].shape[-1]
-        pred_cs = torch.stack([tokens.gather(predictions[k].reshape(-1, f)) for k in ("cos", "sin")], dim=-1)
-        true_cs = torch.stack([tokens.gather(targets[k].reshape(-1, f)) for k in ("cos", "sin")], dim=-1)
-        phase_loss = (1.0 - F.cosine_similarity(pred_cs, true_cs, dim=-1).mean()) + 0.1 * (
-            pred_cs.square().sum(-1) - 1.0
-        ).square().mean()
+        pred_cs = torch.stack([predictions[k].reshape(-1, f) for k in ("cos", "sin")], dim=-1)  # [B·C·P, F, 2]
+        true_cs = torch.stack([targets[k].reshape(-1, f) for k in ("cos", "sin")], dim=-1)
+        w = tokens.weight[:, None]  # means over the valid tokens' bins
+        n = (tokens.weight.sum() * f).clamp_min(1.0)
+        cosine = (F.cosine_similarity(pred_cs, true_cs, dim=-1) * w).sum() / n
+        phase_loss = (1.0 - cosine) + 0.1 * ((pred_cs.square().sum(-1) - 1.0).square() * w).sum() / n
         terms = {
             "amplitude": _masked_mse(predictions["amplitude"], targets["amplitude"], tokens),
             "phase": phase_loss,

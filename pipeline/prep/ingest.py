@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.config import IngestConfig, load_settings
+from pipeline.config import IngestConfig
 from pipeline.io.discover import discover
 from pipeline.io.readers import data_offset, open_recording
 from pipeline.io.recording import RecordingError

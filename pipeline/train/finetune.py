@@ -115,6 +115,21 @@ def _task(labels: LabelConfig) -> str:
     return "binary" if len(labels.classes) == 2 else "multiclass"
 
 
+def classification_step(model, batch: dict, *, task: str, class_weight: torch.Tensor | None,
+                        label_smoothing: float) -> StepResult:
+    """One fine-tuning loss: BCE (binary, pos_weight from the class weights) or label-smoothed CE. No host sync: the
+    logged loss stays a device tensor until fit() logs the step."""
+    logits = model(batch["x"], batch["ch"]).float()
+    y = batch["y"]
+    if task == "binary":
+        pos_weight = (class_weight[1] / class_weight[0]).to(logits.device) if class_weight is not None else None
+        loss = F.binary_cross_entropy_with_logits(logits[:, 0], y.float(), pos_weight=pos_weight)
+    else:
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing,
+                               weight=class_weight.to(logits.device) if class_weight is not None else None)
+    return StepResult(loss, {"losses": {"loss": loss.detach()}})
+
+
 def finetune(samples: str | Path, out: str | Path, section: FinetuneSection, labels: LabelConfig, *, method: str,
              seed: int, pretrained: str | Path | None, dataset: str = "") -> dict:
     """Run one (method, seed) on a dataset's labelled samples; write <out>/metrics.json and return it."""
@@ -178,15 +193,7 @@ def finetune(samples: str | Path, out: str | Path, section: FinetuneSection, lab
         if section.class_weights else None
 
     def train_step(m, batch) -> StepResult:
-        logits = m(batch["x"], batch["ch"]).float()
-        y = batch["y"]
-        if task == "binary":
-            pos_weight = (weight[1] / weight[0]).to(logits.device) if weight is not None else None
-            loss = F.binary_cross_entropy_with_logits(logits[:, 0], y.float(), pos_weight=pos_weight)
-        else:
-            loss = F.cross_entropy(logits, y, label_smoothing=section.label_smoothing,
-                                   weight=weight.to(logits.device) if weight is not None else None)
-        return StepResult(loss, {"losses": {"loss": float(loss.detach())}})
+        return classification_step(m, batch, task=task, class_weight=weight, label_smoothing=section.label_smoothing)
 
     def make_data(epoch: int, first_step: int) -> LabelledBatches:
         batches = epoch_batches(splits["train"].index, batch_size=tc.batch_size, seed=seed, epoch=epoch,

@@ -8,7 +8,13 @@ Determinism contract (tested for the tokenizer and pretraining): the data order 
 (seed, epoch), the DataLoader has its own generator, and a checkpoint stores step, epoch and the batch within
 the epoch plus the RNG state, so a resumed run replays exactly the batches an uninterrupted run would see.
 Gradient accumulation splits each global batch into micro-batches: it trades memory for time and
-leaves the batch order, and therefore the run, unchanged.
+leaves the batch order, and therefore the run, unchanged. `micro_batch` sizes them per device (windows per forward);
+`batch_size` stays the global batch of one optimizer step, so the learning rate belongs to `batch_size` alone: it does
+not change with the number of processes or micro-batches (the loss is the global batch's mean), and a different
+`batch_size` needs its own lr (the usual rule: scale it linearly with the batch, e.g. ×8 for 8× the windows).
+
+No host syncs between optimizer steps (tested with pipeline.train.syncs.HostSyncCounter): losses, accuracies and
+counts stay device tensors in the step's record, read by the host only on a log step (`host_record`).
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ from accelerate.utils import gather_object, set_seed
 from torch.utils.data import Dataset
 
 from pipeline.config import TrainConfig
+from pipeline.data.dtypes import to_compute_dtypes
 from pipeline.train.allocator import keep_freed_memory
 from pipeline.train.checkpoint import latest, load_checkpoint, rng_state, save_checkpoint
-from pipeline.train.device import place, to_device
+from pipeline.train.device import place, to_device, to_host
 from pipeline.train.metrics import MetricsLog
 from pipeline.train.schedule import warmup_cosine
 
@@ -53,6 +60,10 @@ class FitResult:
 
 
 def make_accelerator(tc: TrainConfig) -> Accelerator:
+    # TF32 tensor cores for fp32 matmuls and convolutions on CUDA (≈8× the fp32 rate on an H100/H200, 10-bit
+    # mantissa products, fp32 accumulation); bit-reproducible runs keep full fp32
+    torch.backends.cuda.matmul.allow_tf32 = not tc.deterministic
+    torch.backends.cudnn.allow_tf32 = not tc.deterministic
     if tc.deterministic:
         # deterministic cuBLAS matmuls need a fixed workspace, set before CUDA initializes (else they raise)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -77,41 +88,121 @@ def adamw(model: torch.nn.Module, tc: TrainConfig, *, param_groups: list[dict] |
             if p.requires_grad:
                 (no_decay if p.ndim < 2 or "embed" in name or "token" in name else decay).append(p)
         param_groups = [{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(param_groups, lr=tc.lr, betas=(0.9, 0.99))
+    # fused: one kernel for all parameters (on CUDA the foreach default launches several per group), with the step
+    # counters on the device: the foreach/for-loop paths read them with .item() (no sync while they are CPU
+    # scalars, but the fused path needs neither). CPU and CUDA both have the fused kernel.
+    return torch.optim.AdamW(param_groups, lr=tc.lr, betas=(0.9, 0.99), fused=True)
 
 
-def _loader(dataset: Dataset, num_workers: int, start: int) -> torch.utils.data.DataLoader:
+def compile_blocks(model: torch.nn.Module, *, backend: str = "inductor") -> int:
+    """torch.compile every transformer block in place (each block's ops fused, its launches cut); the attention
+    inputs are built outside the blocks, so one compiled graph serves every block of a shape, and a block compiles
+    as one graph (fullgraph: a graph break raises instead of silently splitting it). → blocks compiled."""
+    from pipeline.models.layers import Block
+
+    blocks = [m for m in model.modules() if isinstance(m, Block)]
+    for block in blocks:
+        block.compile(backend=backend, fullgraph=True, dynamic=False)
+    return len(blocks)
+
+
+def make_loader(dataset: Dataset, num_workers: int, start: int, *,
+                pin_memory: bool = False) -> torch.utils.data.DataLoader:
     # Its own generator: a DataLoader otherwise draws its worker seed from the global RNG when an
-    # iterator starts, which would shift the RNG stream of a resumed run.
+    # iterator starts, which would shift the RNG stream of a resumed run. Pinned batches make to_device's
+    # non_blocking copies asynchronous on CUDA.
     return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(start, len(dataset)),
                                        num_workers=num_workers, generator=torch.Generator().manual_seed(start),
-                                       persistent_workers=False)
+                                       persistent_workers=False, pin_memory=pin_memory)
 
 
-def _micro_batches(batch: dict[str, torch.Tensor], n: int) -> list[dict[str, torch.Tensor]]:
+def micro_batches(batch: dict[str, torch.Tensor], tc: TrainConfig) -> list[dict[str, torch.Tensor]]:
+    """This process's batch cut into micro-batches: of `tc.micro_batch` windows when set, else `tc.grad_accum` parts."""
+    size = len(batch["window"])
+    n = -(-size // tc.micro_batch) if tc.micro_batch else tc.grad_accum
     if n <= 1:
         return [batch]
-    size = len(batch["window"])
     bounds = np.array_split(np.arange(size), min(n, size))
-    return [{k: v[idx[0]:idx[-1] + 1] for k, v in batch.items()} for idx in bounds]
+    return [{k: v[idx[0]:idx[-1] + 1] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            for idx in bounds]
 
 
-def _merge_records(records: list[dict], weights: list[float] | None = None) -> dict:
+def _average(values: list, weights: torch.Tensor | None) -> torch.Tensor:
+    stacked = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in values])
+    if weights is None:
+        return stacked.mean(0)
+    w = weights.to(stacked.device, stacked.dtype)
+    # all-zero weights (nothing counted): the plain mean, without a data-dependent branch
+    w = torch.where(w.sum() > 0, w, torch.ones_like(w))
+    return (stacked * w.reshape(-1, *[1] * (stacked.dim() - 1))).sum(0) / w.sum()
+
+
+def _merge_records(records: list[dict], weights: torch.Tensor | None = None) -> dict:
     out = dict(records[-1])
-    if weights is not None and sum(weights) <= 0:
-        weights = None
-    if "losses" in out:
-        out["losses"] = {k: float(np.average([r["losses"][k] for r in records], weights=weights)) for k in out["losses"]}
+    if "losses" in out and len(records) > 1:
+        out["losses"] = {k: _average([r["losses"][k] for r in records], weights) for k in out["losses"]}
     return out
 
 
-def _global_losses(accelerator: Accelerator, losses: dict[str, float], local: float, total: float) -> dict[str, float]:
+def _global_losses(accelerator: Accelerator, losses: dict, local: torch.Tensor, total: torch.Tensor) -> dict:
     """Per-process mean losses → the global batch's mean losses (weighted by each process's item count)."""
     if accelerator.num_processes == 1:
         return losses
     keys = sorted(losses)
-    summed = accelerator.reduce(torch.tensor([losses[k] * local for k in keys], device=accelerator.device), "sum")
-    return {k: float(v) / max(total, 1.0) for k, v in zip(keys, summed.tolist())}
+    summed = accelerator.reduce(torch.stack([torch.as_tensor(losses[k], dtype=torch.float32, device=local.device)
+                                             for k in keys]) * local, "sum")
+    return dict(zip(keys, summed / total.clamp_min(1.0)))
+
+
+def host_record(record: dict) -> dict:
+    """A step's record (device tensors) → JSON-able numbers: the one host sync, on log steps only."""
+    def number(v):
+        if isinstance(v, torch.Tensor):
+            return v.item() if v.dim() == 0 else v.tolist()
+        return v
+
+    host = to_host(record)
+    return {k: ({kk: number(vv) for kk, vv in v.items()} if isinstance(v, dict) else number(v))
+            for k, v in host.items()}
+
+
+@dataclass
+class StepOutput:
+    record: dict[str, Any]  # the (merged, global) train_step record: device tensors until host_record
+    grad_norm: torch.Tensor  # 0-d, before clipping
+
+
+def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, accelerator: Accelerator,
+                   tc: TrainConfig, batch: dict, train_step: Callable[[torch.nn.Module, dict], StepResult], *,
+                   count: Callable[[dict], torch.Tensor] | None = None) -> StepOutput:
+    """One optimizer step on this process's slice of a global batch: micro-batches (accumulated, DDP-synced on the
+    last), clipping, AdamW, the schedule. What fit() runs per batch, and what the benchmarks time. No host sync."""
+    model.train()
+    # widened on the device: batches cross in the shards' float16/int16 (half the bytes to pin and copy)
+    micro = [to_compute_dtypes(to_device(mb, accelerator.device)) for mb in micro_batches(batch, tc)]
+    counts = local = total = None
+    if count is not None:
+        counts = torch.stack([torch.as_tensor(count(mb), device=accelerator.device).float() for mb in micro])
+        local = counts.sum()
+        total = accelerator.reduce(local.reshape(1), "sum")[0] if accelerator.num_processes > 1 else local
+        # DDP averages gradients over processes: scale sums so the average is the global mean's gradient
+        scale = accelerator.num_processes / total.clamp_min(1.0)
+    records = []
+    for j, mb in enumerate(micro):
+        sync = contextlib.nullcontext() if j == len(micro) - 1 else accelerator.no_sync(model)
+        with sync:
+            with accelerator.autocast():
+                result = train_step(model, mb)
+            accelerator.backward(result.loss * scale if count is not None else result.loss / len(micro))
+        records.append(result.record)
+    record = _merge_records(records, counts)
+    if count is not None and "losses" in record:
+        record["losses"] = _global_losses(accelerator, record["losses"], local, total)
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepOutput(record, grad_norm)
 
 
 def _same_run(checkpoint: Path, extra: dict) -> bool:
@@ -165,6 +256,8 @@ def fit(model: torch.nn.Module, out: Path, tc: TrainConfig, accelerator: Acceler
     metrics = MetricsLog(out / "metrics.jsonl", resume_from_step=step if resume else None) \
         if accelerator.is_main_process else None
     model = place(model, accelerator.device)
+    if tc.compile:
+        log.info("torch.compile: %d transformer blocks", compile_blocks(model))
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
     end = tc.max_steps if stop_after is None else min(tc.max_steps, stop_after)
@@ -193,30 +286,8 @@ def fit(model: torch.nn.Module, out: Path, tc: TrainConfig, accelerator: Acceler
         data = make_data(epoch, step - batch_in_epoch)
         if len(data) == 0:
             raise ValueError(f"{out}: not one full batch of {tc.batch_size} windows to train on")
-        for batch in _loader(data, tc.num_workers, batch_in_epoch):
-            model.train()
-            micro = [to_device(mb, accelerator.device) for mb in _micro_batches(batch, tc.grad_accum)]
-            if count is not None:
-                counts = [float(count(mb)) for mb in micro]
-                local = sum(counts)
-                total = float(accelerator.reduce(torch.tensor([local], device=accelerator.device), "sum"))
-                # DDP averages gradients over processes: scale sums so the average is the global mean's gradient
-                scale = accelerator.num_processes / max(total, 1.0)
-            records = []
-            for j, mb in enumerate(micro):
-                sync = contextlib.nullcontext() if j == len(micro) - 1 else accelerator.no_sync(model)
-                with sync:
-                    with accelerator.autocast():
-                        result = train_step(model, mb)
-                    accelerator.backward(result.loss * scale if count is not None else result.loss / len(micro))
-                records.append(result.record)
-            record = _merge_records(records, counts if count is not None else None)
-            if count is not None and "losses" in record:
-                record["losses"] = _global_losses(accelerator, record["losses"], local, total)
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+        for batch in make_loader(data, tc.num_workers, batch_in_epoch, pin_memory=accelerator.device.type == "cuda"):
+            out = optimizer_step(model, optimizer, scheduler, accelerator, tc, batch, train_step, count=count)
             step += 1
             batch_in_epoch += 1
             x = batch["x"]
@@ -224,7 +295,7 @@ def fit(model: torch.nn.Module, out: Path, tc: TrainConfig, accelerator: Acceler
             if accelerator.is_main_process and (step % tc.log_every == 0 or step == 1):
                 now = time.perf_counter()
                 metrics.write({"kind": "train", "step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
-                               **record, "grad_norm": float(grad_norm),
+                               **host_record({**out.record, "grad_norm": out.grad_norm}),
                                "patches_per_s": patches_since / max(now - t_last, 1e-9)})
                 t_last, patches_since = now, 0
             # Checkpoint first: an evaluation that fails must not cost the steps since the last checkpoint.

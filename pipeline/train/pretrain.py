@@ -16,10 +16,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from accelerate.utils import broadcast_object_list
 from torch.utils.data import Dataset
 
 from pipeline.config import MaskConfig, PretrainSection, pretrain_job_settings
-from pipeline.data.windows import WindowBatches, WindowIndex, epoch_batches, recording_hashes
+from pipeline.data.windows import WindowBatches, WindowIndex, cache_for, epoch_batches, recording_hashes
 from pipeline.eval import plots
 from pipeline.models.backbone import BackboneConfig
 from pipeline.models.pretrain import PretrainConfig, PretrainModel
@@ -146,11 +147,13 @@ def evaluate(model: PretrainModel, index: WindowIndex, cfg: MaskConfig, *, n_win
         b = to_device(batch, device)
         out = model(b["x"], b["ch"], b["codes"], b["mask"])
         predicted, target = model.predict(b["x"], b["ch"], b["codes"], b["mask"])
-        accuracy, hits, target = to_host((out.accuracy, (predicted == target).sum(0), target))
-        hits_tf += accuracy.double().numpy() * out.n_targets
+        accuracy, hits, target, loss, count = to_host((out.accuracy, (predicted == target).sum(0), target,
+                                                       out.losses["loss"], out.n_targets))
+        count = int(count)
+        hits_tf += accuracy.double().numpy() * count
         hits_inf += hits.numpy()
-        loss_sum += out.losses["loss"] * out.n_targets
-        n += out.n_targets
+        loss_sum += float(loss) * count
+        n += count
         targets.append(target.numpy())
     model.train()
     if n == 0:
@@ -188,7 +191,12 @@ def pretrain(shard_dirs: Sequence[str | Path], codes_dirs: Sequence[str | Path],
     config = model_config(section, n_patches, codes)
     model = PretrainModel(config)
     # The recordings trained on, by content hash: fine-tuning's leakage guard checks test splits against them.
-    corpus = [{"content_sha256": h, "recording": r} for h, r in recording_hashes(train_index).items()]
+    # read by the main process only (every shard's attributes) and broadcast: N ranks do not each open every shard
+    corpus = [[{"content_sha256": h, "recording": r} for h, r in recording_hashes(train_index).items()]
+              if accelerator.is_main_process else None]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(corpus)
+    corpus = corpus[0]
     state_extra = {"config": config.to_dict(), "section": pretrain_job_settings(section),
                    "tokenizer_fingerprint": codes.fingerprint,
                    "shards": [str(d) for d in shard_dirs], "codes": [str(d) for d in codes_dirs], "corpus": corpus}
@@ -198,9 +206,12 @@ def pretrain(shard_dirs: Sequence[str | Path], codes_dirs: Sequence[str | Path],
 
     def make_data(epoch: int, first_step: int) -> MaskedBatches:
         batches = epoch_batches(train_index, batch_size=tc.batch_size, seed=tc.seed, epoch=epoch,
-                                buffer_chunks=tc.buffer_chunks)
+                                buffer_chunks=tc.buffer_chunks, streams=tc.loader_streams)
+        cache = cache_for(buffer_chunks=tc.buffer_chunks, streams=tc.loader_streams,
+                          world_size=accelerator.num_processes)
         data = WindowBatches(train_index, batches, rank=accelerator.process_index,
-                             world_size=accelerator.num_processes, fields=FIELDS)
+                             world_size=accelerator.num_processes, fields=FIELDS, cache_chunks=cache,
+                             storage_dtypes=True)
         return MaskedBatches(data, section.mask, seed=tc.seed, epoch=epoch, first_step=first_step,
                              total_steps=tc.max_steps)
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from pipeline.config import TokenizerSection, tokenizer_job_settings
-from pipeline.data.windows import WindowBatches, WindowIndex, epoch_batches
+from pipeline.data.windows import WindowBatches, WindowIndex, cache_for, epoch_batches
 from pipeline.eval import plots
 from pipeline.eval.reconstruction import merge, reconstruction_metrics
 from pipeline.models.config import TokenizerConfig
@@ -80,9 +80,11 @@ def train_tokenizer(shard_dirs: Sequence[str | Path], out: str | Path, section: 
 
     def make_data(epoch: int, first_step: int) -> WindowBatches:
         batches = epoch_batches(train_index, batch_size=tc.batch_size, seed=tc.seed, epoch=epoch,
-                                buffer_chunks=tc.buffer_chunks)
+                                buffer_chunks=tc.buffer_chunks, streams=tc.loader_streams)
+        cache = cache_for(buffer_chunks=tc.buffer_chunks, streams=tc.loader_streams,
+                          world_size=accelerator.num_processes)
         return WindowBatches(train_index, batches, rank=accelerator.process_index,
-                             world_size=accelerator.num_processes)
+                             world_size=accelerator.num_processes, cache_chunks=cache, storage_dtypes=True)
 
     def run_eval(raw_model, step: int) -> dict:
         heldout, samples["last"] = evaluate(raw_model, heldout_index, n_windows=section.eval_windows,
