@@ -104,6 +104,8 @@ class SplitConfig:
     val_fraction: float = 0.0
     val_unit: Literal["subject", "time"] = "subject"
     official: bool = True  # use the release's own split where it has one (false: subjects as listed here only)
+    # A validation or test split with one class stops the patch stage (its scores are degenerate); true: warn only.
+    allow_single_class: bool = False
 
     def split_of(self, subject: str, official: str = "") -> str:
         if subject in self.test:

@@ -117,3 +117,80 @@ def test_input_fingerprints_follow_content_not_paths(tmp_path: Path):
     write_trials(src / "s02.npz", "s02", seed=3)
     build(src, tmp_path / "mine")
     assert shards_fingerprint([samples]) != before
+
+
+# --------------------------------------------------------------------------- guards that speak
+
+
+def test_amplitude_drops_are_counted_per_split_and_class_and_warned(tmp_path: Path, caplog):
+    src = tmp_path / "src"
+    write_trials(src / "s01.npz", "s01", seed=1)
+    x = write_trials(src / "s02.npz", "s02", seed=2)
+    x[[0, 2, 4], 1, 100:110] += 3000.0  # three `left` test trials with a 3 mV deflection (an eye movement)
+    np.savez(src / "s02.npz", X=x, y=np.array(["left", "right"] * 16), ch_names=np.array(["C3", "Cz", "C4", "Pz"]),
+             sfreq=200.0, subject="s02")
+    with caplog.at_level("WARNING", logger="pipeline"):
+        samples = build(src, tmp_path / "mine")
+    quality = json.loads((samples / "quality.json").read_text())
+    assert quality["dropped_amplitude_nan"] == {"test": {"left": 3}}
+    assert quality["windows"]["test"] == {"left": 13, "right": 16}
+    assert "3 window(s) dropped by the amplitude/NaN rules (test/left 3 of 16)" in caplog.text
+    assert "reject_uv" in caplog.text
+
+
+def test_a_window_longer_than_its_trial_is_refused_for_epoched_sources(tmp_path: Path):
+    from pipeline.errors import StageFailed
+
+    src = tmp_path / "src"
+    for s in ("s01", "s02"):
+        write_trials(src / f"{s}.npz", s, trial_s=3.5)
+    four = LabelConfig(mode="events", classes=("left", "right"), window_s=4.0)
+    with pytest.raises(StageFailed, match=r"s01\.npz: 31 4 s window\(s\) run past the end of their trial \(trials of "
+                                          r"3\.5 s.*`labels: \{window_s: \.\.\.\}`.*at most 3\.5 s"):
+        build(src, tmp_path / "mine", labels=four, window_s=4.0)
+
+
+def test_a_single_class_validation_split_is_refused_unless_allowed(tmp_path: Path, caplog):
+    from pipeline.errors import StageFailed
+
+    src = tmp_path / "src"
+    by_class = ["left"] * 16 + ["right"] * 16  # trials sorted by class, as many toolkits write them
+    write_trials(src / "s01.npz", "s01", labels=by_class)
+    write_trials(src / "s02.npz", "s02", seed=2)
+    with pytest.raises(StageFailed, match=r"the val split holds only class 'right' \(8 windows\).*shuffle the trials"
+                                          r".*allow_single_class: true"):
+        build(src, tmp_path / "mine")
+    assert not (tmp_path / "mine" / "samples" / "index.parquet").exists()
+    with caplog.at_level("WARNING", logger="pipeline"):
+        build(src, tmp_path / "mine", splits=SplitConfig(test=("s02",), val_fraction=0.25, val_unit="time",
+                                                          allow_single_class=True))
+    assert (tmp_path / "mine" / "samples" / "index.parquet").is_file() and "only class 'right'" in caplog.text
+
+
+def test_class_names_not_in_the_file_list_the_labels_found(tmp_path: Path):
+    from pipeline.errors import StageFailed
+
+    src = tmp_path / "src"
+    for s in ("s01", "s02"):
+        write_trials(src / f"{s}.npz", s, labels=[0, 1] * 16)
+    with pytest.raises(StageFailed, match=r"class\(es\) \['left', 'right'\] not found .*labels found: '0' \(32\), "
+                                          r"'1' \(32\).*map: \{<label in file>: <class>\}"):
+        build(src, tmp_path / "mine")
+
+
+def test_channels_outside_the_targets_say_how_to_map_them(tmp_path: Path, caplog):
+    src = tmp_path / "src"
+    write_trials(src / "band.npz", "s01", channels=("AF7", "AF8", "TP9", "TP10"))  # a consumer headband
+    write_trials(src / "mixed.npz", "s02", channels=("AF7", "Cz", "X1", "C3"))
+    out = tmp_path / "mine"
+    ingest(src, out, dataset="mine", fmt="trials_npz", cfg=IngestConfig(min_duration_s=1))
+    with caplog.at_level("WARNING", logger="pipeline"):
+        rows = {r["recording"]: r for r in standardize(out / "manifest.parquet", out / "montage.parquet")}
+    assert rows["band"]["status"] == "rejected"
+    assert "add `montage: {channels: [AF7, AF8, TP9, TP10]}`" in rows["band"]["reason"]
+    assert "no channel maps" not in rows["band"]["reason"]
+    quality = json.loads((out / "montage_quality.json").read_text())
+    mixed = quality["recordings"]["mixed"]
+    assert mixed["dropped"] == {"AF7": "not-targeted", "X1": "unknown-name"}
+    assert "Fp1" in mixed["padded"] and "Cz" not in mixed["padded"]
+    assert "channels dropped: AF7 (not-targeted), X1 (unknown-name)" in caplog.text

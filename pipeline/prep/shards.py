@@ -21,6 +21,7 @@ import zarr
 from pipeline.config import PatchSettings, to_dict
 from pipeline.errors import StageFailed
 from pipeline.parallel import map_items
+from pipeline.prep.quality import check_classes_found, check_split_classes, window_quality
 from pipeline.prep.report import finish_stage
 from pipeline.prep.splits import recording_meta, required_tables, window_splits
 from pipeline.prep.windows import plan_labelled_windows, plan_windows
@@ -69,9 +70,17 @@ def patch_recording(item: tuple[str, dict], *, out: str, settings: PatchSettings
                                         [tuple(e) for e in meta.get("events", [])], meta.get("label", ""))
     else:
         windows = plan_windows(n_samples, bad_seconds, cfg, sfreq)
+    if windows.crossing and meta.get("epoched"):
+        trial_s = min(d for _, d, _ in meta.get("events", [])) if meta.get("events") else 0.0
+        raise StageFailed(
+            f"{attrs['source_path']}: {windows.crossing} {cfg.window_s:g} s window(s) run past the end of their trial "
+            f"(trials of {trial_s:g} s, windows from onset + {settings.labels.offset_s:g} s) into the next one; set "
+            f"the dataset's `labels: {{window_s: ...}}` (and `patch: {{window_s: ...}}`) to at most "
+            f"{trial_s - settings.labels.offset_s:g} s, a whole number of 1 s patches")
     if len(windows.starts) == 0:
         what = f"labelled ({settings.labels.mode}: {', '.join(settings.labels.classes)})" if labelled else "clean"
         return {"recording": rec, "status": "rejected", "rows": [],
+                **_dropped(windows, meta.get("split") or settings.splits.split_of(attrs["subject"])),
                 "reason": f"{attrs['source_path']}: no {what} {cfg.window_s:g} s window "
                           f"({windows.n_rejected} rejected for amplitude/NaN, {n_samples / sfreq:.1f} s long)"}
     win = int(round(cfg.window_s * sfreq))
@@ -117,7 +126,14 @@ def patch_recording(item: tuple[str, dict], *, out: str, settings: PatchSettings
         write_table(table_from_rows(rows, INDEX_SCHEMA), tmp / "windows.parquet")
         (tmp / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": fingerprint}))
     reason = f"{windows.n_rejected} window(s) rejected for amplitude/NaN" if windows.n_rejected else ""
-    return {"recording": rec, "status": "ok", "reason": reason, "rows": rows}
+    return {"recording": rec, "status": "ok", "reason": reason, "rows": rows, **_dropped(windows, split)}
+
+
+def _dropped(windows, split: str) -> dict:
+    """What a recording lost, for the stage's quality section: the split and class of each window dropped by the
+    amplitude/NaN rules (a training recording's drops count as "train" even where validation is its tail)."""
+    labels = windows.rejected_labels or (None,) * windows.n_rejected
+    return {"dropped": [[split, c] for c in labels], "crossing": windows.crossing}
 
 
 def patch(preprocessed: str | Path, out: str | Path, settings: PatchSettings = PatchSettings(), *,
@@ -132,13 +148,18 @@ def patch(preprocessed: str | Path, out: str | Path, settings: PatchSettings = P
                           f"{' and labels' if labelled else ''} come from them); run ingest into {ingested}, or pass "
                           "--ingested <the folder that holds them>")
     meta = recording_meta(ingested, settings.splits, labelled)
+    if labelled:
+        check_classes_found(meta, settings.labels, where=str(ingested))
     items = [(str(preprocessed / r["store"]), meta.get(r["recording"], {})) for r in table if r["status"] == "ok"]
     out.mkdir(parents=True, exist_ok=True)
     work = functools.partial(patch_recording, out=str(out), settings=settings)
     results = map_items(work, items, scheduler=scheduler, n_workers=n_workers, desc="patch")
     rows = [row for res in results for row in res["rows"]]
-    write_table(table_from_rows(rows, INDEX_SCHEMA), out / "index.parquet")
+    quality = window_quality(results, rows, labelled=labelled)
     summary = [{"recording": r["recording"], "status": r["status"], "reason": r["reason"]} for r in results]
-    finish_stage("patch", summary, what=str(preprocessed))
+    finish_stage("patch", summary, what=str(preprocessed), quality=quality, quality_path=out / "quality.json")
+    if labelled:  # refused before index.parquet exists: nothing downstream trusts a degenerate split
+        check_split_classes(quality, settings.splits, where=str(out))
+    write_table(table_from_rows(rows, INDEX_SCHEMA), out / "index.parquet")
     log.info("patch: %d windows in %d recordings", len(rows), sum(r["status"] == "ok" for r in results))
     return summary
