@@ -46,6 +46,25 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _NAME = re.compile(NAME_PATTERN)
 
 
+# Fine-tuning methods (pipeline.train.finetune): the schema's `finetune.methods` pattern is built from the same
+# names (a test keeps them equal); `check_method` is what the config and the finetune CLI both validate with.
+FINETUNE_METHODS = ("full", "probe", "scratch", "logreg")
+ABLATION_PREFIX = "ablation:"
+
+
+def check_method(method: Any, where: str) -> str:
+    """`method` when it is a fine-tuning method (or `ablation:<run>` with a safe run name); ConfigError otherwise."""
+    if isinstance(method, str) and method.startswith(ABLATION_PREFIX):
+        check_name(method[len(ABLATION_PREFIX):], f"{where} ({method!r})")
+        return method
+    if method not in FINETUNE_METHODS:
+        close = difflib.get_close_matches(str(method), FINETUNE_METHODS, n=1)
+        raise ConfigError(f"{where}: unknown fine-tuning method {method!r}"
+                          + (f" (did you mean {close[0]!r}?)" if close else "")
+                          + f"; valid: {', '.join(FINETUNE_METHODS)}, {ABLATION_PREFIX}<pretrain.ablations name>")
+    return method
+
+
 def check_name(name: Any, where: str) -> str:
     """`name` when it is a safe name; ConfigError naming it and the rule otherwise."""
     if not isinstance(name, str) or not _NAME.match(name):
@@ -618,7 +637,8 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path | None = None) -> Pip
         check_name(run, f"pretrain.ablations.{run}")
         cfg.pretrain.ablation(run)  # its mask must be valid too
     for method in cfg.finetune.methods:
-        run = method.split(":", 1)[1] if method.startswith("ablation:") else None
+        check_method(method, "finetune.methods")
+        run = method.split(":", 1)[1] if method.startswith(ABLATION_PREFIX) else None
         if run is not None and run not in cfg.pretrain.ablations:
             raise ConfigError(f"finetune.methods: {method!r} fine-tunes pretraining ablation {run!r}, which "
                               f"pretrain.ablations does not define (defined: {sorted(cfg.pretrain.ablations)})")

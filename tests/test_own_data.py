@@ -194,3 +194,50 @@ def test_channels_outside_the_targets_say_how_to_map_them(tmp_path: Path, caplog
     assert mixed["dropped"] == {"AF7": "not-targeted", "X1": "unknown-name"}
     assert "Fp1" in mixed["padded"] and "Cz" not in mixed["padded"]
     assert "channels dropped: AF7 (not-targeted), X1 (unknown-name)" in caplog.text
+
+
+# --------------------------------------------------------------------------- errors that say how to fix
+
+
+def test_a_per_trial_subject_array_is_one_line_with_the_fix(tmp_path: Path):
+    src = tmp_path / "src"
+    write_trials(src / "all.npz", "s01", n=400)
+    with np.load(src / "all.npz") as npz:
+        fields = dict(npz)
+    fields["subject"] = np.array([f"s{i % 7:02d}" for i in range(400)])  # one subject per trial
+    np.savez(src / "all.npz", **fields)
+    write_trials(src / "good.npz", "s08")
+    rows = ingest(src, tmp_path / "out", dataset="mine", fmt="trials_npz", cfg=IngestConfig(min_duration_s=1))
+    reason = {r["recording"]: r["reason"] for r in rows}["all"]
+    assert "key 'subject': one subject per file, got an array of 400 values (7 distinct: s00, s01" in reason
+    assert "save one file per subject" in reason and "\n" not in reason and len(reason) < 400
+
+
+def test_finetune_cli_refuses_an_unknown_method_naming_the_valid_ones(tmp_path: Path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "finetune", str(tmp_path / "samples"), "--out",
+                           str(tmp_path / "ft"), "--method", "fulll", "--labels", '{"classes": ["a", "b"]}'],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "--method: unknown fine-tuning method 'fulll' (did you mean 'full'?); valid: full, probe" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "ft").exists()
+
+
+def test_the_schema_allows_exactly_the_config_methods(repo_root: Path):
+    import re
+
+    import yaml
+
+    from pipeline.config import ABLATION_PREFIX, FINETUNE_METHODS, ConfigError, check_method
+
+    schema = yaml.safe_load((repo_root / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    pattern = schema["properties"]["finetune"]["properties"]["methods"]["items"]["pattern"]
+    for method in (*FINETUNE_METHODS, f"{ABLATION_PREFIX}no_mask", "fulll", "ablation:", "ablation:../x", "Full"):
+        try:
+            check_method(method, "m")
+            ok = True
+        except ConfigError:
+            ok = False
+        assert ok == bool(re.match(pattern, method)), method
