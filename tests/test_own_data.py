@@ -241,3 +241,40 @@ def test_the_schema_allows_exactly_the_config_methods(repo_root: Path):
         except ConfigError:
             ok = False
         assert ok == bool(re.match(pattern, method)), method
+
+
+# --------------------------------------------------------------------------- the guide's own example
+
+
+def test_the_guides_trials_npz_example_runs(repo_root: Path, tmp_path: Path):
+    """docs/own-data.md's trials_npz entry, as written there, through the schema, the config and ingest → patch."""
+    import re
+
+    import yaml
+
+    from pipeline.config import check_schema, parse_config, stage_settings
+
+    guide = (repo_root / "docs" / "own-data.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", guide, flags=re.S)]
+    assert {f for b in blocks for f in (e["format"] for e in b["datasets"].values())} == {"trials_npz", "epochs_fif",
+                                                                                           "bids"}
+    base = yaml.safe_load((repo_root / "config" / "demo.yaml").read_text())
+    for block in blocks:  # every example is a valid entry
+        check_schema({**base, **block}, repo_root / "workflow" / "schemas" / "config.schema.yaml")
+        parse_config({**base, **block}, base_dir=repo_root)
+    entry = next(b for b in blocks if "my_mi" in b["datasets"])["datasets"]["my_mi"]
+    src = tmp_path / "my_mi"
+    for i, s in enumerate(("s01", "s02", "s03")):  # the files the guide describes: y holds 0/1, 2 s trials
+        write_trials(src / f"{s}.npz", s, seed=i, labels=[0, 1] * 16)
+    raw = {**base, "datasets": {"my_mi": {**entry, "path": str(src)}}}
+    check_schema(raw, repo_root / "workflow" / "schemas" / "config.schema.yaml")
+    ds = parse_config(raw, base_dir=repo_root).datasets["my_mi"]
+    out = tmp_path / "results"
+    ingest(ds.path, out, dataset="my_mi", fmt=ds.format, cfg=stage_settings(ds, "ingest"))
+    standardize(out / "manifest.parquet", out / "montage.parquet", stage_settings(ds, "montage"))
+    preprocess(out / "montage.parquet", out / "preprocessed", stage_settings(ds, "preprocess"))
+    patch(out / "preprocessed", out / "samples", stage_settings(ds, "samples"))
+    index = pl.read_parquet(out / "samples" / "index.parquet")
+    counts = {(r["split"], r["label"]): r["len"] for r in index.group_by("split", "label").len().to_dicts()}
+    assert counts == {(split, c): 16 for split in ("train", "val", "test") for c in ("left", "right")}
+    assert json.loads((out / "montage_quality.json").read_text())["recordings"] == {}  # nothing dropped or padded
