@@ -47,8 +47,9 @@ def _no_target_reason(row: dict, plan) -> str:
         return (f"{row['path']}: none of its channels is among the dataset's {len(plan.targets)} target channels "
                 f"({_short(plan.targets, 6)}); {_short(off)} are known channels outside that set: add "
                 f"`montage: {{channels: [{', '.join(off)}]}}` to the dataset's entry")
-    return (f"{row['path']}: no channel name is a known channel (channels: {_short(row['channel_names'])}); rename "
-            "them in the file, or set `montage: {positions: <mne montage>}` for position labels (A1..D32)")
+    return (f"{row['path']}: no channel maps to the targets (channels: {_short(row['channel_names'])}): none is a "
+            "known 10-20/10-10 name; rename them in the file, or for position labels (A1..D32) set "
+            "`montage: {positions: <mne montage>}`")
 
 
 # Unmapped reasons a user should hear about (`unused`/`duplicate` are the expected rest of a dense cap).
