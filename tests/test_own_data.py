@@ -136,6 +136,8 @@ def test_amplitude_drops_are_counted_per_split_and_class_and_warned(tmp_path: Pa
     assert quality["windows"]["test"] == {"left": 13, "right": 16}
     assert "3 window(s) dropped by the amplitude/NaN rules (test/left 3 of 16)" in caplog.text
     assert "reject_uv" in caplog.text
+    build(src, tmp_path / "mine")  # a rerun reuses the shards, and still reports what they lost
+    assert json.loads((samples / "quality.json").read_text())["dropped_amplitude_nan"] == {"test": {"left": 3}}
 
 
 def test_a_window_longer_than_its_trial_is_refused_for_epoched_sources(tmp_path: Path):

@@ -8,13 +8,10 @@ stage with the fix in the message (`splits: {allow_single_class: true}` opts out
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 
 from pipeline.config import LabelConfig, SplitConfig
 from pipeline.errors import StageFailed
-
-log = logging.getLogger("pipeline")
 
 
 def window_quality(results: list[dict], rows: list[dict], *, labelled: bool) -> dict:
@@ -44,8 +41,9 @@ def _nest(counts: Counter) -> dict:
     return out
 
 
-def check_split_classes(quality: dict, splits: SplitConfig, *, where: str) -> None:
-    """Refuse a validation or test split holding one class (unless `splits.allow_single_class`)."""
+def check_split_classes(quality: dict, splits: SplitConfig, *, where: str) -> str | None:
+    """The refusal of a validation or test split holding one class, or None; with `splits.allow_single_class` a
+    warning in `quality` instead."""
     for split in ("val", "test"):
         classes = {c: n for c, n in quality["windows"].get(split, {}).items() if n}
         if len(classes) != 1:
@@ -58,9 +56,9 @@ def check_split_classes(quality: dict, splits: SplitConfig, *, where: str) -> No
         message = (f"patch {where}: the {split} split holds only class {cls!r} ({n} windows), so its scores "
                    f"(AUROC, balanced accuracy) are degenerate; {why}; or set `splits: {{allow_single_class: true}}`")
         if not splits.allow_single_class:
-            raise StageFailed(message)
+            return message
         quality["warnings"].append(message)
-        log.warning(message)
+    return None
 
 
 def check_classes_found(meta: dict[str, dict], labels: LabelConfig, *, where: str) -> None:

@@ -53,9 +53,11 @@ def patch_recording(item: tuple[str, dict], *, out: str, settings: PatchSettings
     dest = Path(out) / rec
     fingerprint = _fingerprint(attrs, settings, meta)
     done = dest / FINGERPRINT_FILE
-    if done.is_file() and json.loads(done.read_text())["fingerprint"] == fingerprint and reusable(dest, "shards of"):
+    stamp = json.loads(done.read_text()) if done.is_file() else {}
+    if stamp.get("fingerprint") == fingerprint and reusable(dest, "shards of"):
         log.info("%s: shards up to date, reused", rec)
-        return {"recording": rec, "status": "ok", "reason": "reused", "rows": read_rows(dest / "windows.parquet")}
+        return {"recording": rec, "status": "ok", "reason": "reused", "rows": read_rows(dest / "windows.parquet"),
+                "dropped": stamp.get("dropped", []), "crossing": stamp.get("crossing", 0)}  # for the quality section
 
     signal = group["signal"]
     sfreq = float(attrs["sfreq"])
@@ -124,7 +126,7 @@ def patch_recording(item: tuple[str, dict], *, out: str, settings: PatchSettings
                          "subject": attrs["subject"], "split": splits[first + r]}
                         for r, s in enumerate(starts.tolist()))
         write_table(table_from_rows(rows, INDEX_SCHEMA), tmp / "windows.parquet")
-        (tmp / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": fingerprint}))
+        (tmp / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": fingerprint, **_dropped(windows, split)}))
     reason = f"{windows.n_rejected} window(s) rejected for amplitude/NaN" if windows.n_rejected else ""
     return {"recording": rec, "status": "ok", "reason": reason, "rows": rows, **_dropped(windows, split)}
 
@@ -157,9 +159,12 @@ def patch(preprocessed: str | Path, out: str | Path, settings: PatchSettings = P
     rows = [row for res in results for row in res["rows"]]
     quality = window_quality(results, rows, labelled=labelled)
     summary = [{"recording": r["recording"], "status": r["status"], "reason": r["reason"]} for r in results]
+    # index.parquet is what downstream trusts: a refused run must not leave the previous run's in place
+    (out / "index.parquet").unlink(missing_ok=True)
+    refusal = check_split_classes(quality, settings.splits, where=str(out)) if labelled else None
     finish_stage("patch", summary, what=str(preprocessed), quality=quality, quality_path=out / "quality.json")
-    if labelled:  # refused before index.parquet exists: nothing downstream trusts a degenerate split
-        check_split_classes(quality, settings.splits, where=str(out))
+    if refusal:
+        raise StageFailed(refusal)
     write_table(table_from_rows(rows, INDEX_SCHEMA), out / "index.parquet")
     log.info("patch: %d windows in %d recordings", len(rows), sum(r["status"] == "ok" for r in results))
     return summary
