@@ -15,13 +15,11 @@ from pipeline.errors import StageFailed
 
 
 def window_quality(results: list[dict], rows: list[dict], *, labelled: bool) -> dict:
-    """{"windows": {split: {class: kept}}, "dropped_amplitude_nan": {split: {class: n}}, "crossing_trial_end": n,
-    "warnings": [...]} over a patch run's per-recording results and index rows."""
+    """{"windows": {split: {class: kept}}, "dropped_amplitude_nan": {split: {class: n}}, "warnings": [...]} over a
+    patch run's per-recording results and index rows."""
     kept = Counter((r["split"], r["label"] if labelled else None) for r in rows)
     dropped = Counter((s, c) for res in results for s, c in res.get("dropped", []))
-    crossing = sum(res.get("crossing", 0) for res in results)
-    quality = {"windows": _nest(kept), "dropped_amplitude_nan": _nest(dropped), "crossing_trial_end": crossing,
-               "warnings": []}
+    quality = {"windows": _nest(kept), "dropped_amplitude_nan": _nest(dropped), "warnings": []}
     if dropped:
         total = sum(dropped.values())
         parts = ", ".join(f"{s}{'/' + c if c else ''} {n} of {n + kept.get((s, c), 0)}"
@@ -29,8 +27,6 @@ def window_quality(results: list[dict], rows: list[dict], *, labelled: bool) -> 
         quality["warnings"].append(
             f"{total} window(s) dropped by the amplitude/NaN rules ({parts}); if large deflections are the signal, "
             "raise the dataset's `preprocess: {reject_uv: ...}`")
-    if crossing:
-        quality["warnings"].append(f"{crossing} window(s) run past the end of their event; shorten `labels.window_s`")
     return quality
 
 

@@ -57,7 +57,7 @@ def patch_recording(item: tuple[str, dict], *, out: str, settings: PatchSettings
     if stamp.get("fingerprint") == fingerprint and reusable(dest, "shards of"):
         log.info("%s: shards up to date, reused", rec)
         return {"recording": rec, "status": "ok", "reason": "reused", "rows": read_rows(dest / "windows.parquet"),
-                "dropped": stamp.get("dropped", []), "crossing": stamp.get("crossing", 0)}  # for the quality section
+                "dropped": stamp.get("dropped", [])}  # for the quality section
 
     signal = group["signal"]
     sfreq = float(attrs["sfreq"])
@@ -72,6 +72,7 @@ def patch_recording(item: tuple[str, dict], *, out: str, settings: PatchSettings
                                         [tuple(e) for e in meta.get("events", [])], meta.get("label", ""))
     else:
         windows = plan_windows(n_samples, bad_seconds, cfg, sfreq)
+    # (a continuous recording's event may be shorter than its window on purpose: a stimulus and the response)
     if windows.crossing and meta.get("epoched"):
         trial_s = min(d for _, d, _ in meta.get("events", [])) if meta.get("events") else 0.0
         raise StageFailed(
@@ -135,7 +136,7 @@ def _dropped(windows, split: str) -> dict:
     """What a recording lost, for the stage's quality section: the split and class of each window dropped by the
     amplitude/NaN rules (a training recording's drops count as "train" even where validation is its tail)."""
     labels = windows.rejected_labels or (None,) * windows.n_rejected
-    return {"dropped": [[split, c] for c in labels], "crossing": windows.crossing}
+    return {"dropped": [[split, c] for c in labels]}
 
 
 def patch(preprocessed: str | Path, out: str | Path, settings: PatchSettings = PatchSettings(), *,
