@@ -37,8 +37,10 @@ FINGERPRINT_FILE = "fingerprint.json"
 
 
 def _fingerprint(store_attrs: dict, settings: PatchSettings, meta: dict) -> str:
-    return settings_hash(store_attrs.get("fingerprint"), to_dict(settings.patch), to_dict(settings.splits),
-                         to_dict(settings.labels), meta)
+    # allow_single_class decides whether the stage refuses, not what a shard holds
+    splits = {k: v for k, v in to_dict(settings.splits).items() if k != "allow_single_class"}
+    return settings_hash(store_attrs.get("fingerprint"), to_dict(settings.patch), splits, to_dict(settings.labels),
+                         meta)
 
 
 def patch_recording(item: tuple[str, dict], *, out: str, settings: PatchSettings) -> dict:
