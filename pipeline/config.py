@@ -46,6 +46,37 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _NAME = re.compile(NAME_PATTERN)
 
 
+# Fine-tuning methods (pipeline.train.finetune): the schema's `finetune.methods` pattern is built from the same
+# names (a test keeps them equal); `check_method` is what the config and the finetune CLI both validate with.
+CLASSICAL_METHODS = ("logreg", "raw_logreg", "tangent_logreg")
+DEEP_METHODS = ("eegnet", "shallow_fbcsp", "labram_scratch", "cbramod_scratch")
+BASELINE_METHODS = CLASSICAL_METHODS + DEEP_METHODS
+FINETUNE_METHODS = ("full", "probe", "scratch") + BASELINE_METHODS
+ABLATION_PREFIX = "ablation:"
+TOKENIZER_PREFIX = "tokenizer:"  # tokenizer:<variant>: the pretraining run on that tokenizer variant's codes
+TOKENIZER_VARIANTS = ("ddrvq", "ddrvq_time", "ddrvq_freq", "labram", "neurorvq")
+
+
+def check_method(method: Any, where: str) -> str:
+    """`method` when it is a fine-tuning method (or `ablation:<run>` with a safe run name); ConfigError otherwise."""
+    if isinstance(method, str) and method.startswith(ABLATION_PREFIX):
+        check_name(method[len(ABLATION_PREFIX):], f"{where} ({method!r})")
+        return method
+    if isinstance(method, str) and method.startswith(TOKENIZER_PREFIX):
+        variant = method[len(TOKENIZER_PREFIX):]
+        if variant not in TOKENIZER_VARIANTS:
+            raise ConfigError(f"{where}: {method!r} names no tokenizer variant; valid: "
+                              + ", ".join(TOKENIZER_PREFIX + v for v in TOKENIZER_VARIANTS))
+        return method
+    if method not in FINETUNE_METHODS:
+        close = difflib.get_close_matches(str(method), FINETUNE_METHODS, n=1)
+        raise ConfigError(f"{where}: unknown fine-tuning method {method!r}"
+                          + (f" (did you mean {close[0]!r}?)" if close else "")
+                          + f"; valid: {', '.join(FINETUNE_METHODS)}, {ABLATION_PREFIX}<pretrain.ablations name>, "
+                          f"{TOKENIZER_PREFIX}<tokenizer.variants name>")
+    return method
+
+
 def check_name(name: Any, where: str) -> str:
     """`name` when it is a safe name; ConfigError naming it and the rule otherwise."""
     if not isinstance(name, str) or not _NAME.match(name):
@@ -104,6 +135,8 @@ class SplitConfig:
     val_fraction: float = 0.0
     val_unit: Literal["subject", "time"] = "subject"
     official: bool = True  # use the release's own split where it has one (false: subjects as listed here only)
+    # A validation or test split with one class stops the patch stage (its scores are degenerate); true: warn only.
+    allow_single_class: bool = False
 
     def split_of(self, subject: str, official: str = "") -> str:
         if subject in self.test:
@@ -305,7 +338,7 @@ class PretrainModelSettings(Overrides):
 class TokenizerSection:
     name: str = "ddrvq-demo"  # output folder: <results>/tokenizer/<name>
     size: Literal["demo", "paper"] = "demo"
-    variant: Literal["ddrvq", "ddrvq_time", "ddrvq_freq", "labram", "neurorvq"] = "ddrvq"
+    variant: Literal["ddrvq", "ddrvq_time", "ddrvq_freq", "labram", "neurorvq"] = "ddrvq"  # TOKENIZER_VARIANTS
     model: TokenizerModelSettings = field(default_factory=TokenizerModelSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
     heldout_split: str = "test"  # windows of these subjects are never trained on; evaluation uses them
@@ -690,7 +723,8 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path | None = None) -> Pip
             raise ConfigError(f"finetune.methods: {method!r} fine-tunes tokenizer variant "
                               f"{method.split(':', 1)[1]!r}, which tokenizer.variants does not list "
                               f"(listed: {list(cfg.tokenizer.variants)})")
-        run = method.split(":", 1)[1] if method.startswith("ablation:") else None
+        check_method(method, "finetune.methods")
+        run = method.split(":", 1)[1] if method.startswith(ABLATION_PREFIX) else None
         if run is not None and run not in cfg.pretrain.ablations:
             raise ConfigError(f"finetune.methods: {method!r} fine-tunes pretraining ablation {run!r}, which "
                               f"pretrain.ablations does not define (defined: {sorted(cfg.pretrain.ablations)})")
@@ -804,9 +838,6 @@ def stage_settings_json(ds: DatasetConfig, stage: str) -> str:
 
 
 # Baselines that need no pretrained model (pipeline.train.classical, pipeline.train.deep_baselines)
-CLASSICAL_METHODS = ("logreg", "raw_logreg", "tangent_logreg")
-DEEP_METHODS = ("eegnet", "shallow_fbcsp", "labram_scratch", "cbramod_scratch")
-BASELINE_METHODS = CLASSICAL_METHODS + DEEP_METHODS
 
 # What every trained fine-tuning method (full, probe, scratch, ablation:<run>) reads; the learning rates differ.
 _FINETUNE_TRAINED = ("epochs", "batch_size", "weight_decay", "warmup_epochs", "min_lr_ratio", "class_weights",

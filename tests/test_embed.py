@@ -165,3 +165,16 @@ def test_bad_model_and_config_are_clear_errors(physionet_edf: Path, tmp_path: Pa
         embed(physionet_edf, tmp_path / "nowhere", tmp_path / "f.parquet")
     with pytest.raises(ConfigError, match="demo_physionet"):
         EmbedSettings.resolve(config=ROOT / "config" / "demo.yaml", dataset="nope")
+
+
+def test_no_window_passing_the_amplitude_rule_names_the_options(physionet_edf: Path, model_dir, tmp_path: Path):
+    """Issue 17: embed with strict settings returned nothing and did not say why or what to change."""
+    strict = EmbedSettings.resolve(window_s=WINDOW_S, reject_uv=5.0)  # real EEG exceeds 5 µV every second
+    assert strict.preprocess.reject_uv == 5.0
+    with pytest.raises(StageFailed, match=r"no window passed: (\d+) of \1 rejected by the 5 µV amplitude \(and NaN\) "
+                                          r"rule .*try --reject-uv 10 or --window-s 3"):
+        embed(physionet_edf, model_dir[0], tmp_path / "f.parquet", settings=strict, device="cpu")
+    proc = _run_cli(str(physionet_edf), "--model", str(model_dir[0]), "--out", str(tmp_path / "g.parquet"),
+                    "--window-s", "10", "--reject-uv", "5", "--device", "cpu")
+    assert proc.returncode == 1 and "try --reject-uv 10 or --window-s 3" in proc.stderr
+    assert "Traceback" not in proc.stderr

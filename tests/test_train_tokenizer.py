@@ -178,3 +178,33 @@ def test_two_processes_match_one_at_the_same_global_batch(demo_shards, tmp_path:
     for k in a:
         rel = float((a[k].float() - b[k].float()).norm() / (a[k].float().norm() + 1e-12))
         assert rel < 3e-2, (k, rel)
+
+
+def test_rebuilt_shards_at_the_same_path_retrain_the_tokenizer_and_recompute_codes(demo_shards, tmp_path: Path):
+    """Run identity = settings + inputs: shards rebuilt with other content under the same folder must not resume
+    the old tokenizer run, and their code stores must not be reused (the shard names stay the same)."""
+    from pipeline.config import PatchConfig, PatchSettings
+    from pipeline.prep.shards import patch
+
+    physionet = demo_shards[1].parent
+    shards = tmp_path / "shards"
+    patch(physionet / "preprocessed", shards, PatchSettings(patch=PatchConfig(window_s=10, chunk_windows=8)))
+    import dataclasses
+
+    section = dataclasses.replace(_section(batch_size=4, max_steps=4), heldout_split="train")  # one subject here
+    train_tokenizer([shards], tmp_path / "tok", section, stop_after=2)
+    # the same folder, other windows (overlapping now): the tokenizer's own settings are unchanged
+    patch(physionet / "preprocessed", shards, PatchSettings(patch=PatchConfig(window_s=10, chunk_windows=8, stride_s=5)))
+    result = train_tokenizer([shards], tmp_path / "tok", section)
+    assert list(tmp_path.glob("tok/checkpoints.stale-*")), "the old shards' checkpoints were resumed"
+    steps = [json.loads(line)["step"] for line in (tmp_path / "tok" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert result.step == 4 and steps[0] == 1 and steps == sorted(set(steps))
+
+    first = extract_codes(shards, tmp_path / "tok", tmp_path / "codes")
+    patch(physionet / "preprocessed", shards, PatchSettings(patch=PatchConfig(window_s=10, chunk_windows=8)))
+    again = extract_codes(shards, tmp_path / "tok", tmp_path / "codes")
+    assert first["computed"] > 0 and again["computed"] == first["computed"] and again["reused"] == 0
+    shard = "S001R02/part-000.zarr"
+    n_windows = zarr.open_group(str(shards / shard), mode="r")["x"].shape[0]
+    assert zarr.open_group(str(tmp_path / "codes" / shard), mode="r")["codes"].shape[0] == n_windows

@@ -119,6 +119,11 @@ def read_trials_npz(path: str | Path) -> TrialsRecording:
         if sfreq.size != 1 or sfreq.dtype.kind not in "iuf" or not np.isfinite(sfreq).all() or float(sfreq) <= 0:
             raise RecordingError(f"{path}: key 'sfreq': expected one positive number, got {sfreq!r}")
         subject = get("subject")
+        if subject.size > 1:  # a per-trial array: summarised, never printed whole (it can be thousands long)
+            found = sorted({str(v) for v in subject.reshape(-1).tolist()})
+            raise RecordingError(f"{path}: key 'subject': one subject per file, got an array of {subject.size} values "
+                                 f"({len(found)} distinct: {', '.join(found[:5])}{' …' if len(found) > 5 else ''}); "
+                                 "save one file per subject, each with subject=<its id>")
         if subject.size != 1 or subject.dtype.kind not in "USiu" or not str(subject.reshape(()).item()).strip():
             raise RecordingError(f"{path}: key 'subject': expected one non-empty string, got {subject!r}")
         factor = 1.0

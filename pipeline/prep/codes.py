@@ -56,11 +56,15 @@ def write_codes(model, fingerprint: str, shards: str | Path, out: str | Path, *,
     index = pl.read_parquet(shards / "index.parquet")
     sizes = dict(index.group_by("shard").len().iter_rows())
     mine = assign_shards(sizes, accelerator.num_processes)[accelerator.process_index]
-    todo = [n for n in mine if not ((out / n).is_dir() and open_group(out / n).attrs.get("tokenizer_fingerprint")
-                                    == fingerprint and reusable(out / n, "code store"))]
+    # a code store is reused only for the same tokenizer *and* the same shard content (a rebuilt recording
+    # keeps its shard names)
+    source = {n: _shard_fingerprint(shards, n) for n in mine}
+    todo = [n for n in mine if not ((out / n).is_dir() and _stamp(open_group(out / n).attrs) == (fingerprint, source[n])
+                                    and reusable(out / n, "code store"))]
     progress = _Progress(sum(sizes[n] for n in todo), accelerator)
     for name in todo:
-        _encode_shard(model, shards / name, out / name, fingerprint, batch_windows, accelerator.device, progress)
+        _encode_shard(model, shards / name, out / name, fingerprint, batch_windows, accelerator.device, progress,
+                      source_fingerprint=source[name])
     counts = gather_object([(len(mine) - len(todo), len(todo))])
     stats = {"fingerprint": fingerprint, "domains": list(model.config.domains), "levels": model.config.levels,
              "codebook_size": model.config.codebook_size, "precision": PRECISION,
@@ -75,8 +79,18 @@ def write_codes(model, fingerprint: str, shards: str | Path, out: str | Path, *,
     return stats
 
 
+def _shard_fingerprint(shards: Path, name: str) -> str | None:
+    """The fingerprint of the recording folder (pipeline.prep.shards) that holds shard `name` ("<rec>/part-N.zarr")."""
+    stamp = shards / Path(name).parent / "fingerprint.json"
+    return json.loads(stamp.read_text())["fingerprint"] if stamp.is_file() else None
+
+
+def _stamp(attrs) -> tuple:
+    return attrs.get("tokenizer_fingerprint"), attrs.get("source_fingerprint")
+
+
 def _encode_shard(model, source: Path, dest: Path, fingerprint: str, batch_windows: int, device,
-                  progress: "_Progress") -> None:
+                  progress: "_Progress", *, source_fingerprint: str | None = None) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
@@ -100,7 +114,7 @@ def _encode_shard(model, source: Path, dest: Path, fingerprint: str, batch_windo
         g = zarr.open_group(store=str(tmp), mode="w", zarr_format=3, attributes={
             "tokenizer_fingerprint": fingerprint, "domains": list(model.config.domains),
             "levels": model.config.levels, "codebook_size": model.config.codebook_size, "precision": PRECISION,
-            "source_shard": str(source)})
+            "source_shard": str(source), "source_fingerprint": source_fingerprint})
         codes = g.create_array("codes", shape=(n, c, p, *model.config.code_shape),
                                chunks=(min(n, shard.x.chunks[0]), c, p, *model.config.code_shape),
                                dtype="int16", compressors=compressors("zstd"),

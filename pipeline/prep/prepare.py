@@ -8,6 +8,7 @@ workflow's shards.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +41,10 @@ class PrepareSettings:
 
     @classmethod
     def resolve(cls, *, config: str | Path | None = None, dataset: str | None = None,
-                window_s: float | None = None, mains: float | None = None) -> "PrepareSettings":
-        """`load_config(config).datasets[dataset]`'s sections, else defaults; --window-s / --mains override."""
+                window_s: float | None = None, mains: float | None = None,
+                reject_uv: float | None = None) -> "PrepareSettings":
+        """`load_config(config).datasets[dataset]`'s sections, else defaults; --window-s / --mains / --reject-uv
+        override."""
         if config is not None and dataset is None:
             names = sorted(load_config(config).datasets)
             raise ConfigError(f"--config {config}: name the dataset whose settings to use with --dataset "
@@ -64,6 +67,8 @@ class PrepareSettings:
             out = dataclasses.replace(out, ingest=dataclasses.replace(out.ingest, min_duration_s=out.patch.window_s))
         if mains is not None:
             out = dataclasses.replace(out, preprocess=dataclasses.replace(out.preprocess, mains=float(mains)))
+        if reject_uv is not None:
+            out = dataclasses.replace(out, preprocess=dataclasses.replace(out.preprocess, reject_uv=float(reject_uv)))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,6 +98,21 @@ def rejections(stage_tables: list[tuple[str, list[dict]]], paths: dict[str, str]
     return out
 
 
+def no_window_hint(quality_json: Path, settings: PrepareSettings) -> str:
+    """When no window passed the amplitude/NaN rules: how many were rejected, and which option to change."""
+    if not quality_json.is_file():
+        return ""
+    quality = json.loads(quality_json.read_text())
+    dropped = sum(n for per_class in quality["dropped_amplitude_nan"].values() for n in per_class.values())
+    kept = sum(n for per_class in quality["windows"].values() for n in per_class.values())
+    if kept or not dropped:
+        return ""
+    uv, window = settings.preprocess.reject_uv, settings.patch.window_s
+    shorter = f" or --window-s {max(1, int(window // 3)):d}" if window > 1 else ""
+    return (f"; no window passed: {dropped} of {dropped} rejected by the {uv:g} µV amplitude (and NaN) rule — one bad "
+            f"second rejects its whole {window:g} s window; try --reject-uv {2 * uv:g}{shorter}")
+
+
 def prepare(source: str | Path, work: str | Path, settings: PrepareSettings, *, fmt: str = "auto") -> PreparedData:
     """ingest → standardize → preprocess → patch of `source` into `work`; raises StageFailed when nothing is left."""
     work = Path(work)
@@ -118,7 +138,10 @@ def prepare(source: str | Path, work: str | Path, settings: PrepareSettings, *, 
         tables.append(("preprocess", pre))
         log.info("prepare 4/4: patch into %g s windows", settings.patch.window_s)
         patch_settings = PatchSettings(patch=settings.patch, splits=settings.splits)
-        summary = patch(work / "preprocessed", work / "shards", patch_settings, ingested=work)
+        try:
+            summary = patch(work / "preprocessed", work / "shards", patch_settings, ingested=work)
+        except StageFailed as exc:
+            raise StageFailed(f"{exc}{no_window_hint(work / 'shards' / 'quality.json', settings)}") from None
         tables.append(("patch", summary))
     except StageFailed as exc:
         raise failed(exc) from None

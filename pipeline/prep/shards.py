@@ -21,6 +21,7 @@ import zarr
 from pipeline.config import PatchSettings, to_dict
 from pipeline.errors import StageFailed
 from pipeline.parallel import map_items
+from pipeline.prep.quality import check_classes_found, check_split_classes, window_quality
 from pipeline.prep.report import finish_stage
 from pipeline.prep.splits import recording_meta, required_tables, window_splits
 from pipeline.prep.windows import plan_labelled_windows, plan_windows
@@ -36,8 +37,10 @@ FINGERPRINT_FILE = "fingerprint.json"
 
 
 def _fingerprint(store_attrs: dict, settings: PatchSettings, meta: dict) -> str:
-    return settings_hash(store_attrs.get("fingerprint"), to_dict(settings.patch), to_dict(settings.splits),
-                         to_dict(settings.labels), meta)
+    # allow_single_class decides whether the stage refuses, not what a shard holds
+    splits = {k: v for k, v in to_dict(settings.splits).items() if k != "allow_single_class"}
+    return settings_hash(store_attrs.get("fingerprint"), to_dict(settings.patch), splits, to_dict(settings.labels),
+                         meta)
 
 
 def patch_recording(item: tuple[str, dict], *, out: str, settings: PatchSettings) -> dict:
@@ -52,9 +55,11 @@ def patch_recording(item: tuple[str, dict], *, out: str, settings: PatchSettings
     dest = Path(out) / rec
     fingerprint = _fingerprint(attrs, settings, meta)
     done = dest / FINGERPRINT_FILE
-    if done.is_file() and json.loads(done.read_text())["fingerprint"] == fingerprint and reusable(dest, "shards of"):
+    stamp = json.loads(done.read_text()) if done.is_file() else {}
+    if stamp.get("fingerprint") == fingerprint and reusable(dest, "shards of"):
         log.info("%s: shards up to date, reused", rec)
-        return {"recording": rec, "status": "ok", "reason": "reused", "rows": read_rows(dest / "windows.parquet")}
+        return {"recording": rec, "status": "ok", "reason": "reused", "rows": read_rows(dest / "windows.parquet"),
+                "dropped": stamp.get("dropped", [])}  # for the quality section
 
     signal = group["signal"]
     sfreq = float(attrs["sfreq"])
@@ -69,9 +74,18 @@ def patch_recording(item: tuple[str, dict], *, out: str, settings: PatchSettings
                                         [tuple(e) for e in meta.get("events", [])], meta.get("label", ""))
     else:
         windows = plan_windows(n_samples, bad_seconds, cfg, sfreq)
+    # (a continuous recording's event may be shorter than its window on purpose: a stimulus and the response)
+    if windows.crossing and meta.get("epoched"):
+        trial_s = min(d for _, d, _ in meta.get("events", [])) if meta.get("events") else 0.0
+        raise StageFailed(
+            f"{attrs['source_path']}: {windows.crossing} {cfg.window_s:g} s window(s) run past the end of their trial "
+            f"(trials of {trial_s:g} s, windows from onset + {settings.labels.offset_s:g} s) into the next one; set "
+            f"the dataset's `labels: {{window_s: ...}}` (and `patch: {{window_s: ...}}`) to at most "
+            f"{trial_s - settings.labels.offset_s:g} s, a whole number of 1 s patches")
     if len(windows.starts) == 0:
         what = f"labelled ({settings.labels.mode}: {', '.join(settings.labels.classes)})" if labelled else "clean"
         return {"recording": rec, "status": "rejected", "rows": [],
+                **_dropped(windows, meta.get("split") or settings.splits.split_of(attrs["subject"])),
                 "reason": f"{attrs['source_path']}: no {what} {cfg.window_s:g} s window "
                           f"({windows.n_rejected} rejected for amplitude/NaN, {n_samples / sfreq:.1f} s long)"}
     win = int(round(cfg.window_s * sfreq))
@@ -115,9 +129,16 @@ def patch_recording(item: tuple[str, dict], *, out: str, settings: PatchSettings
                          "subject": attrs["subject"], "split": splits[first + r]}
                         for r, s in enumerate(starts.tolist()))
         write_table(table_from_rows(rows, INDEX_SCHEMA), tmp / "windows.parquet")
-        (tmp / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": fingerprint}))
+        (tmp / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": fingerprint, **_dropped(windows, split)}))
     reason = f"{windows.n_rejected} window(s) rejected for amplitude/NaN" if windows.n_rejected else ""
-    return {"recording": rec, "status": "ok", "reason": reason, "rows": rows}
+    return {"recording": rec, "status": "ok", "reason": reason, "rows": rows, **_dropped(windows, split)}
+
+
+def _dropped(windows, split: str) -> dict:
+    """What a recording lost, for the stage's quality section: the split and class of each window dropped by the
+    amplitude/NaN rules (a training recording's drops count as "train" even where validation is its tail)."""
+    labels = windows.rejected_labels or (None,) * windows.n_rejected
+    return {"dropped": [[split, c] for c in labels]}
 
 
 def patch(preprocessed: str | Path, out: str | Path, settings: PatchSettings = PatchSettings(), *,
@@ -132,13 +153,21 @@ def patch(preprocessed: str | Path, out: str | Path, settings: PatchSettings = P
                           f"{' and labels' if labelled else ''} come from them); run ingest into {ingested}, or pass "
                           "--ingested <the folder that holds them>")
     meta = recording_meta(ingested, settings.splits, labelled)
+    if labelled:
+        check_classes_found(meta, settings.labels, where=str(ingested))
     items = [(str(preprocessed / r["store"]), meta.get(r["recording"], {})) for r in table if r["status"] == "ok"]
     out.mkdir(parents=True, exist_ok=True)
     work = functools.partial(patch_recording, out=str(out), settings=settings)
     results = map_items(work, items, scheduler=scheduler, n_workers=n_workers, desc="patch")
     rows = [row for res in results for row in res["rows"]]
-    write_table(table_from_rows(rows, INDEX_SCHEMA), out / "index.parquet")
+    quality = window_quality(results, rows, labelled=labelled)
     summary = [{"recording": r["recording"], "status": r["status"], "reason": r["reason"]} for r in results]
-    finish_stage("patch", summary, what=str(preprocessed))
+    # index.parquet is what downstream trusts: a refused run must not leave the previous run's in place
+    (out / "index.parquet").unlink(missing_ok=True)
+    refusal = check_split_classes(quality, settings.splits, where=str(out)) if labelled else None
+    finish_stage("patch", summary, what=str(preprocessed), quality=quality, quality_path=out / "quality.json")
+    if refusal:
+        raise StageFailed(refusal)
+    write_table(table_from_rows(rows, INDEX_SCHEMA), out / "index.parquet")
     log.info("patch: %d windows in %d recordings", len(rows), sum(r["status"] == "ok" for r in results))
     return summary

@@ -17,6 +17,9 @@ def recording_meta(ingested: Path, splits: SplitConfig, labelled: bool) -> dict[
     manifest = read_rows(ingested / "manifest.parquet")
     meta = {r["recording"]: {"split": splits.split_of(r["subject"], r.get("official_split") or ""),
                              "subject": r["subject"]} for r in manifest}
+    for r in manifest:
+        if r.get("format") == "trials":  # epoched: a window must stay inside its trial
+            meta[r["recording"]]["epoched"] = True
     if splits.val_fraction > 0 and splits.val_unit == "subject":
         train_subjects = sorted({m["subject"] for m in meta.values() if m["split"] == "train"},
                                 key=lambda s: hashlib.sha256(s.encode()).hexdigest())

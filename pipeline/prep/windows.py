@@ -22,6 +22,8 @@ class WindowPlan:
     starts: np.ndarray  # window start samples (int64), bad windows already removed
     n_rejected: int
     labels: list[str | None] | None = None  # class of each window (labelled samples only)
+    rejected_labels: tuple[str | None, ...] = ()  # class of each window dropped by amplitude/NaN (labelled only)
+    crossing: int = 0  # events mode: windows that run past the end of their event (a trial's boundary)
 
 
 def window_samples(cfg: PatchConfig, sfreq: float) -> int:
@@ -55,11 +57,14 @@ def plan_labelled_windows(n_samples: int, bad_seconds: np.ndarray, cfg: PatchCon
                           sfreq: float, events: list[tuple[float, float, str]], recording_label: str) -> WindowPlan:
     """Labelled sample windows of one recording (the modes: this module's docstring)."""
     win = window_samples(cfg, sfreq)
+    crossing = 0
     if labels.mode == "events":
-        picked = [(int(round((o + labels.offset_s) * sfreq)), labels.class_of(t)) for o, _, t in events]
-        picked = [(s, c) for s, c in picked if c is not None and 0 <= s <= n_samples - win]
-        starts = np.array([s for s, _ in picked], dtype=np.int64)
-        classes: list[str | None] = [c for _, c in picked]
+        picked = [(int(round((o + labels.offset_s) * sfreq)), labels.class_of(t), o + d) for o, d, t in events]
+        picked = [(s, c, end) for s, c, end in picked if c is not None and 0 <= s <= n_samples - win]
+        # an event with a duration (a trial) should hold its window; a longer window spills into the next trial
+        crossing = sum(1 for s, _, end in picked if end > s / sfreq and (s + win) / sfreq > end + 0.5 / sfreq)
+        starts = np.array([s for s, _, _ in picked], dtype=np.int64)
+        classes: list[str | None] = [c for _, c, _ in picked]
     else:
         tiled = plan_windows(n_samples, np.zeros_like(bad_seconds), cfg, sfreq).starts
         if labels.mode == "recording":
@@ -76,4 +81,5 @@ def plan_labelled_windows(n_samples: int, bad_seconds: np.ndarray, cfg: PatchCon
         keep_cls = np.array([c is not None for c in classes], dtype=bool)
         starts, classes = tiled[keep_cls], [c for c in classes if c is not None]
     keep = clean_windows(starts, win, bad_seconds, cfg.patch_len)
-    return WindowPlan(starts[keep], int((~keep).sum()), [c for c, k in zip(classes, keep) if k])
+    return WindowPlan(starts[keep], int((~keep).sum()), [c for c, k in zip(classes, keep) if k],
+                      tuple(c for c, k in zip(classes, keep) if not k), crossing)

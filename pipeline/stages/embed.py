@@ -1,7 +1,7 @@
 """embed: features from your own EDF files — one pretrained-encoder embedding per window → parquet.
 
     python -m pipeline embed <EDF file or folder> --model results/demo/pretrain/<name> --out features.parquet \\
-        [--config config/demo.yaml --dataset demo_physionet] [--window-s 30] [--batch-windows 16]
+        [--config config/demo.yaml --dataset demo_physionet] [--window-s 30] [--reject-uv 1000] [--batch-windows 16]
 
 Runs ingest → standardize → preprocess → patch in one process, in a temporary work folder (kept with
 --keep-work, where a rerun reuses what is up to date), then runs the pretrained backbone over every
@@ -15,7 +15,8 @@ pipeline.prep.preprocess.mains_for.
 Output: one row per window — recording, source_path, subject, start_s, window_s, n_channels_valid and
 `embedding` (fixed-size list<float32>); the file's metadata holds the model fingerprint, the settings
 and the rejected recordings with their reasons. Rejected recordings are reported and skipped; the
-command fails (exit 1) only when no window at all was embedded.
+command fails (exit 1) only when no window at all was embedded, and says which option to change when the
+amplitude rule rejected them all (--reject-uv, --window-s).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default=None, help="dataset of --config whose settings to use")
     parser.add_argument("--window-s", type=float, default=None,
                         help=f"window length in seconds (default: the dataset's, else {DEFAULT_WINDOW_S:g})")
+    parser.add_argument("--reject-uv", type=float, default=None,
+                        help="amplitude threshold (µV): a second above it is rejected, with every window touching it "
+                             "(default: the dataset's, else the preprocess default)")
     parser.add_argument("--mains", type=float, default=None,
                         help="mains frequency (Hz) to notch where a recording does not state its own")
     parser.add_argument("--format", default="auto", help="auto | edf | bdf | bids | a dataset adapter")
@@ -48,7 +52,7 @@ def main(args: argparse.Namespace) -> None:
     from pipeline.embedding import embed
 
     settings = PrepareSettings.resolve(config=args.config, dataset=args.dataset, window_s=args.window_s,
-                                       mains=args.mains)
+                                       mains=args.mains, reject_uv=args.reject_uv)
     table = embed(args.source, args.model, args.out, settings=settings, fmt=args.format,
                   batch_windows=args.batch_windows, device=args.device, keep_work=args.keep_work)
     rejected = json.loads(table.schema.metadata[b"rejected"])

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipeline.config import FinetuneSection, LabelConfig, load_settings
+from pipeline.config import FinetuneSection, LabelConfig, check_method, load_settings
 from pipeline.stages.common import StageFailed
 
 
@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    check_method(args.method, "--method")  # before torch is imported: a typo fails at once
     from pipeline.train.finetune import LeakageError, finetune
 
     section = load_settings(FinetuneSection, args.settings)

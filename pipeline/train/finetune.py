@@ -35,6 +35,7 @@ from pipeline.store.atomic import write_text_atomic
 from pipeline.store.jsonl import read_records
 from pipeline.store.tables import write_table
 from pipeline.train.device import device_of, to_device, to_host
+from pipeline.train.identity import shards_fingerprint
 from pipeline.train.loop import StepResult, adamw, fit, make_accelerator
 from pipeline.train.pretrain import load_pretrained_folder
 
@@ -201,9 +202,11 @@ def finetune(samples: str | Path, out: str | Path, section: FinetuneSection, lab
         return LabelledBatches(WindowBatches(splits["train"].index, batches, rank=accelerator.process_index,
                                              world_size=accelerator.num_processes), splits["train"].y)
 
-    best = _best_so_far(out / "metrics.jsonl", section.primary_metric)
+    best: dict = {}
 
     def evaluate(raw, step: int) -> dict:
+        if not best:  # read here, not before fit(): a stale run's metrics.jsonl is gone by now
+            best.update(_best_so_far(out / "metrics.jsonl", section.primary_metric))
         scores = {name: predict(raw, splits[name], tc.batch_size) for name in ("val", "test")}
         record = {"epoch": step // n_batches,
                   **{name: task_metrics(task, splits[name].y, scores[name]) for name in ("val", "test")}}
@@ -219,7 +222,9 @@ def finetune(samples: str | Path, out: str | Path, section: FinetuneSection, lab
         state_extra={"method": method, "seed": seed, "section": finetune_job_settings(section, method, labels),
                      "labels": to_dict(labels),
                      "pretrained_fingerprint": base.get("pretrained_fingerprint"),
-                     "backbone": architecture})
+                     "backbone": architecture,
+                     # the samples' content: a corrected training file rebuilt into the same folder retrains
+                     "samples_fingerprint": shards_fingerprint([samples])})
     if not accelerator.is_main_process:
         return {}
     records = read_records(out / "metrics.jsonl")

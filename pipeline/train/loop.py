@@ -205,9 +205,10 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sch
     return StepOutput(record, grad_norm)
 
 
-def _same_run(checkpoint: Path, extra: dict) -> bool:
+def _run_changes(checkpoint: Path, extra: dict) -> list[str]:
+    """The identity keys (settings and input fingerprints) on which `checkpoint` differs from this run."""
     state = json.loads((checkpoint / "state.json").read_text())
-    return all(state.get(k) == v for k, v in extra.items())
+    return [k for k, v in extra.items() if state.get(k) != v]
 
 
 def fit(model: torch.nn.Module, out: Path, tc: TrainConfig, accelerator: Accelerator, *,
@@ -235,14 +236,15 @@ def fit(model: torch.nn.Module, out: Path, tc: TrainConfig, accelerator: Acceler
     step, epoch, batch_in_epoch = 0, 0, 0
     extra = json.loads(json.dumps(state_extra or {}))  # JSON-normalized: compared with what checkpoints hold
     resume = latest(ckpt_root)
-    stale_run = resume is not None and not _same_run(resume, extra)
+    changed = _run_changes(resume, extra) if resume is not None else []
     accelerator.wait_for_everyone()  # every rank has decided before the main process moves anything
-    if stale_run:
-        # A rerun after a config change must retrain, not resume the old configuration's run.
+    if changed:
+        # A rerun after a change of settings or inputs must retrain, not resume the old run.
         if accelerator.is_main_process:
             stale = ckpt_root.with_name(f"checkpoints.stale-{time.strftime('%Y%m%d-%H%M%S')}")
             ckpt_root.rename(stale)
-            log.warning("%s: checkpoints were made with other settings; moved to %s, training from step 0", out, stale)
+            log.warning("%s: checkpoints were made from other %s; moved to %s, training from step 0", out,
+                        ", ".join(changed), stale)
         accelerator.wait_for_everyone()
         resume = None
     if resume is not None:

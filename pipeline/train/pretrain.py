@@ -29,6 +29,7 @@ from pipeline.store import model_file
 from pipeline.store.atomic import write_text_atomic
 from pipeline.store.zarr_store import open_shard
 from pipeline.train.device import device_of, to_device, to_host
+from pipeline.train.identity import codes_fingerprint, shards_fingerprint
 from pipeline.train.loop import fit, make_accelerator
 from pipeline.train.steps import pretrain_step
 from pipeline.train.masking import sample_mask
@@ -199,7 +200,9 @@ def pretrain(shard_dirs: Sequence[str | Path], codes_dirs: Sequence[str | Path],
     corpus = corpus[0]
     state_extra = {"config": config.to_dict(), "section": pretrain_job_settings(section),
                    "tokenizer_fingerprint": codes.fingerprint,
-                   "shards": [str(d) for d in shard_dirs], "codes": [str(d) for d in codes_dirs], "corpus": corpus}
+                   "shards": [str(d) for d in shard_dirs], "codes": [str(d) for d in codes_dirs], "corpus": corpus,
+                   # the inputs' content: rebuilt shards or codes at the same paths are another run
+                   "shards_fingerprint": shards_fingerprint(shard_dirs), "codes_fingerprint": codes_fingerprint(codes_dirs)}
     log.info("pretraining %s: %.1fM parameters, %d training windows, %d process(es) on %s",
              section.name, sum(p.numel() for p in model.parameters()) / 1e6, len(train_index),
              accelerator.num_processes, accelerator.device)

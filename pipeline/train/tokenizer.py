@@ -27,6 +27,7 @@ from pipeline.store import model_file
 from pipeline.store.atomic import write_text_atomic
 from pipeline.store.zarr_store import open_shard
 from pipeline.train.device import device_of, to_device, to_host
+from pipeline.train.identity import shards_fingerprint
 from pipeline.train.loop import fit, make_accelerator
 from pipeline.train.steps import tokenizer_step
 
@@ -75,7 +76,9 @@ def train_tokenizer(shard_dirs: Sequence[str | Path], out: str | Path, section: 
     config = model_config(section, n_patches)
     model = build_tokenizer(config)
     state_extra = {"config": config.to_dict(), "section": tokenizer_job_settings(section),
-                   "shards": [str(d) for d in shard_dirs]}
+                   "shards": [str(d) for d in shard_dirs],
+                   # the inputs' content: a rebuilt shard folder at the same path is another run
+                   "shards_fingerprint": shards_fingerprint(shard_dirs)}
     samples: dict = {}
 
     def make_data(epoch: int, first_step: int) -> WindowBatches:
