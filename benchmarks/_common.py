@@ -16,7 +16,7 @@ OUT = ROOT / "benchmarks" / "out"
 
 def demo_corpus() -> Path:
     from pipeline.config import load_config
-    from pipeline.stages.fetch_demo import fetch_demo
+    from pipeline.prep.demo_corpus import fetch_demo
 
     cfg = load_config(ROOT / "config" / "demo.yaml")
     stamp = ROOT / cfg.cache / "demo" / "fetched.json"

@@ -22,7 +22,7 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def demo_corpus() -> Path:
     """Root of the extracted demo EEG: physionet/S001R02.edf, pylossless/ (BIDS), synthetic/."""
-    from pipeline.stages.fetch_demo import fetch_demo
+    from pipeline.prep.demo_corpus import fetch_demo
 
     cfg = load_config(ROOT / "config" / "demo.yaml")
     cache = ROOT / cfg.cache

@@ -14,7 +14,7 @@ from pipeline.config import (BackboneSettings, ConfigError, FinetuneSection, Ing
                              PreprocessConfig, PretrainModelSettings, PretrainSection, TokenizerModelSettings,
                              TokenizerSection, check_schema, finetune_job_settings, job_settings, load_config,
                              load_settings, parse_config, stage_settings_json, to_dict)
-from pipeline.stages.fetch_demo import extract_members, fetch_wheel
+from pipeline.prep.demo_corpus import extract_members, fetch_wheel
 from pipeline.config import WheelSource
 
 

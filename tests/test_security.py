@@ -131,7 +131,7 @@ def _source(sha: str, members, requirement: str = "evilpkg==1.0"):
 
 def test_an_archive_member_that_climbs_out_of_the_cache_is_refused(tmp_path: Path):
     from pipeline.errors import StageFailed
-    from pipeline.stages.fetch_demo import fetch_demo
+    from pipeline.prep.demo_corpus import fetch_demo
 
     cache = tmp_path / "a" / "b" / "cache"
     (cache / "wheels").mkdir(parents=True)
@@ -146,7 +146,7 @@ def test_an_archive_member_that_climbs_out_of_the_cache_is_refused(tmp_path: Pat
 @pytest.mark.parametrize("to, why", [("/tmp/sec13-evil", "absolute path"), ("../../outside", "outside the cache")])
 def test_a_to_outside_the_cache_is_refused_before_extracting(tmp_path: Path, to: str, why: str):
     from pipeline.errors import StageFailed
-    from pipeline.stages.fetch_demo import fetch_demo
+    from pipeline.prep.demo_corpus import fetch_demo
 
     cache = tmp_path / "cache"
     (cache / "wheels").mkdir(parents=True)
@@ -159,7 +159,7 @@ def test_a_to_outside_the_cache_is_refused_before_extracting(tmp_path: Path, to:
 def test_a_confined_archive_extracts_and_lists_its_files(tmp_path: Path):
     import json
 
-    from pipeline.stages.fetch_demo import fetch_demo
+    from pipeline.prep.demo_corpus import fetch_demo
 
     cache = tmp_path / "cache"
     (cache / "wheels").mkdir(parents=True)
@@ -176,7 +176,7 @@ def test_a_wheel_with_the_wrong_hash_is_deleted(tmp_path: Path, monkeypatch):
     one: neither is used, neither stays in the cache."""
     import subprocess
 
-    from pipeline.stages import fetch_demo as fd
+    from pipeline.prep import demo_corpus as fd
     from pipeline.errors import StageFailed
 
     wheels = tmp_path / "wheels"

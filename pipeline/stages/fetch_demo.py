@@ -3,125 +3,25 @@
     python -m pipeline fetch-demo --config config/demo.yaml
     python -m pipeline fetch-demo --settings JSON --cache resources/cache
 
-Downloads each wheel with `pip download --no-deps` (never installs it: one of them pins an old
-numpy), checks its sha256, and extracts only the EEG members into <cache>/demo/. A wheel already in
-<cache>/wheels with the right hash is not downloaded again; a file of the pinned version with another hash is
-deleted (never trusted, never left for the next run). Writes <cache>/demo/fetched.json last, listing every
-extracted file with its sha256; that file is the stage's output.
-
-Archives are data from elsewhere: every member is written only where its resolved path lies inside
-<cache>/demo/ (a member `pkg/../../../x` or a `to:` of `../x` is refused, naming it), and an absolute `to:` is
-refused before anything is read.
+Writes <cache>/demo/fetched.json (every extracted file with its sha256), the stage's output. The library, with
+what it checks (pinned hashes, members confined to the cache): pipeline/prep/demo_corpus.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
-import shutil
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
-from typing import Mapping
 
 from pipeline.config import WheelSource, from_mapping, load_config
-from pipeline.stages.common import StageFailed
-from pipeline.store.atomic import atomic_path, write_text_atomic
-from pipeline.store.fingerprint import sha256_file as _sha256
+from pipeline.errors import StageFailed
+from pipeline.prep.demo_corpus import fetch_demo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="pipeline config YAML holding `demo_corpus`")
     parser.add_argument("--settings", default=None, help="the `demo_corpus` mapping as JSON (instead of --config)")
     parser.add_argument("--cache", default=None, help="cache folder (default: the config's `cache`)")
-
-
-def _verified(wheels: Path, src: WheelSource) -> tuple[Path | None, dict[str, str]]:
-    """(the cached wheel of `src` with the pinned hash or None, {deleted file: its sha256}): files of the pinned
-    version with another hash are deleted — a wheel whose hash is wrong is never used, and never kept."""
-    name, _, version = src.requirement.partition("==")
-    prefix = f"{name.replace('-', '_').lower()}-{version.lower()}-" if version else f"{name.replace('-', '_').lower()}-"
-    found, deleted = None, {}
-    for cand in sorted(wheels.glob("*.whl")):
-        if not cand.name.lower().startswith(prefix):
-            continue
-        digest = _sha256(cand)
-        if digest == src.sha256:
-            found = found or cand
-        else:
-            cand.unlink()
-            deleted[cand.name] = digest
-    return found, deleted
-
-
-def fetch_wheel(src: WheelSource, wheels: Path) -> Path:
-    """The wheel file for `src`, downloaded when missing; StageFailed on a hash mismatch (the file deleted)."""
-    cached, _ = _verified(wheels, src) if wheels.is_dir() else (None, {})
-    if cached is not None:
-        return cached
-    wheels.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-           "--dest", str(wheels), src.requirement]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise StageFailed(f"pip download {src.requirement} failed (is PyPI reachable?):\n{proc.stderr[-2000:]}")
-    found, deleted = _verified(wheels, src)
-    if found is not None:
-        return found
-    raise StageFailed(
-        f"{src.requirement}: downloaded wheel(s) have sha256 {deleted or 'none found'}, expected {src.sha256}; "
-        "the index serves a different file than the one pinned in the config (deleted from the cache)"
-    )
-
-
-def _confined(dest: Path, rel: Path, what: str) -> Path:
-    """dest / rel when it resolves inside dest (symlinks and `..` followed); StageFailed naming `what` otherwise."""
-    root = dest.resolve()
-    final = (root / rel).resolve()
-    if rel.is_absolute() or not final.is_relative_to(root) or final == root:
-        raise StageFailed(f"{what}: resolves to {final}, outside the cache folder {root}; refused (nothing extracted "
-                          "outside it) — fix the archive or the config's `to:`")
-    return final
-
-
-def extract_members(wheel: Path, src: WheelSource, dest: Path) -> dict[str, str]:
-    """Extract the configured members (file or folder prefix) → {relative path: sha256}, each confined to `dest`."""
-    out: dict[str, str] = {}
-    for _, target in src.members:
-        if Path(target).is_absolute():
-            raise StageFailed(f"demo_corpus {src.requirement}: `to: {target}` is an absolute path; `to:` is relative "
-                              f"to the cache folder {dest}")
-        _confined(dest, Path(target), f"demo_corpus {src.requirement}: `to: {target}`")
-    dest.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheel) as zf:
-        names = zf.namelist()
-        for member, target in src.members:
-            matched = [n for n in names if (n == member or n.startswith(member.rstrip("/") + "/")) and not n.endswith("/")]
-            if not matched:
-                raise StageFailed(f"{wheel.name}: has no member {member!r}")
-            for name in matched:
-                if any(fnmatch.fnmatch(name, pat) for pat in src.exclude):
-                    continue
-                rel = Path(target) / Path(name).relative_to(member) if name != member else Path(target)
-                final = _confined(dest, rel, f"{wheel.name}: member {name!r}")
-                rel = final.relative_to(dest.resolve())
-                with atomic_path(final) as tmp, zf.open(name) as fh_in, tmp.open("wb") as fh_out:
-                    shutil.copyfileobj(fh_in, fh_out)
-                out[rel.as_posix()] = _sha256(final)
-    return out
-
-
-def fetch_demo(sources: Mapping[str, WheelSource], cache: Path) -> Path:
-    dest = cache / "demo"
-    listing: dict[str, dict[str, str]] = {}
-    for key, src in sources.items():
-        wheel = fetch_wheel(src, cache / "wheels")
-        listing[key] = {"wheel": wheel.name, "sha256": src.sha256, "files": extract_members(wheel, src, dest)}
-    stamp = dest / "fetched.json"
-    write_text_atomic(stamp, json.dumps(listing, indent=2, sort_keys=True))
-    return stamp
 
 
 def main(args: argparse.Namespace) -> None:
