@@ -20,9 +20,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
-# --rerun-incomplete: after a killed run (a closed laptop, kill -9), the jobs that were running are redone instead of
-# stopping the next `make demo` with IncompleteFilesException (the profiles set the same).
+# After a killed run (a closed laptop, kill -9) the next `make demo` just works: pipeline.stale_lock removes the lock
+# the dead Snakemake left (only when no Snakemake or pipeline job works in this folder any more), and
+# --rerun-incomplete redoes the jobs that were running instead of stopping with IncompleteFilesException (the
+# profiles set the same); preprocess keeps its finished recordings across the rerun.
 demo: $(VENV)/.installed
+	$(PY) -m pipeline.stale_lock .
 	$(VENV)/bin/snakemake all --cores $(CORES) --printshellcmds --rerun-incomplete --configfile config/demo.yaml
 
 # Two pytest workers (pytest-xdist): most slow tests wait on subprocesses (Snakemake, torchrun, SLURM) half the
@@ -44,5 +47,6 @@ clean-demo:
 # The workflow tests' tiny DAG (.test/config.yaml) in this checkout: the demo EEG first (its PhysioNet recording is
 # read as user data, with no fetch rule in front of it), then every rule, into results/test/.
 test-dag: $(VENV)/.installed
+	$(PY) -m pipeline.stale_lock .
 	$(VENV)/bin/snakemake fetch_demo_corpus --cores $(CORES) --configfile .test/config.yaml
 	$(VENV)/bin/snakemake all --cores $(CORES) --printshellcmds --rerun-incomplete --configfile .test/config.yaml

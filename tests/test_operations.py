@@ -277,6 +277,38 @@ def _checkpoints(run: Path) -> list[int]:
                   if ".tmp-" not in p.name and (p / "state.json").is_file())
 
 
+def test_a_killed_snakemake_mid_preprocess_reruns_with_the_demo_command_and_keeps_finished_recordings(
+        finished: Finished):
+    """kill -9 of Snakemake itself (and its jobs) while preprocess runs: the demo's command (`make demo`:
+    pipeline.stale_lock, then snakemake --rerun-incomplete) runs again without --unlock, and preprocessing resumes
+    recording by recording — the ones finished before the kill are reused, not recomputed."""
+    import subprocess
+    import sys
+
+    from pipeline.prep.preprocess import progress_dir
+
+    work = finished.copy("killed-preprocess")
+    out = work / TEST_RESULTS / DS / "preprocessed"
+    shutil.rmtree(out)  # preprocess must run again for this dataset (two recordings)
+    target = f"{TEST_RESULTS}/{DS}/preprocessed"
+    sm = snakemake_popen(work, finished.config, target, "--rerun-incomplete", log=work / "snakemake.log")
+    try:
+        done = wait_for(lambda: sorted(p.name for p in progress_dir(out).glob("*.zarr")), timeout=300, proc=sm)
+    finally:
+        kill_group(sm)
+    assert not out.exists() and (work / ".snakemake" / "locks").is_dir()
+    assert subprocess.run([sys.executable, "-m", "pipeline.stale_lock", str(work)], capture_output=True, text=True,
+                          cwd=work).returncode == 0
+    proc = snakemake(work, finished.config, target, "--rerun-incomplete")
+    assert proc.returncode == 0, tail(proc)
+    log = (work / f"{LOGS}/{DS}/preprocess.log").read_text()
+    for store in done:
+        assert f"{store.removesuffix('.zarr')}: preprocessed store up to date, reused" in log, log[-2000:]
+    assert sorted(p.name for p in out.glob("*.zarr")) == sorted(p.name for p in (finished.workdir / TEST_RESULTS / DS
+                                                                                  / "preprocessed").glob("*.zarr"))
+    assert nothing_to_do(snakemake(work, finished.config, target, "-n"))
+
+
 def test_a_killed_pretraining_resumes_to_the_same_weights(finished: Finished):
     config = finished.config_with("resume", {"pretrain.name": "resume-demo", "pretrain.train.max_steps": 12,
                                              "pretrain.train.checkpoint_every": 2, "pretrain.train.eval_every": 4,
