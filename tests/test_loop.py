@@ -58,3 +58,30 @@ def test_a_failed_evaluation_keeps_its_steps_checkpoint_and_is_redone_on_resume(
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "heldout"] == [2, 4]
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4]
+
+
+def test_training_logs_step_total_rate_eta_and_loss(tmp_path: Path, caplog):
+    """A long stage shows step/total, rate, ETA and the loss in its log (the rule log under Snakemake), on the first
+    and the last step and every 30 s between; a resumed run counts its rate from where it resumed."""
+    tc = TrainConfig(batch_size=4, max_steps=5, lr=1e-2, warmup_steps=1, checkpoint_every=5, eval_every=100,
+                     log_every=1)
+    caplog.set_level("INFO", logger="pipeline.train.loop")
+    fit(torch.nn.Linear(6, 1), tmp_path / "pretrain" / "run", tc, make_accelerator(tc),
+        make_data=lambda e, s: Batches(), train_step=_step)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pretrain/run: step ")]
+    assert [line.split(" (")[0] for line in lines] == ["pretrain/run: step 1/5", "pretrain/run: step 5/5"], lines
+    assert all(" steps/s · ETA " in line and " · loss " in line and "patches/s" in line for line in lines), lines
+    assert lines[-1].split(" · ")[2] == "ETA 0s"
+
+
+def test_progress_lines_are_exact(monkeypatch):
+    import pipeline.progress as progress
+
+    clock = iter([0.0, 10.0, 20.0, 50.0, 60.0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    p = progress.Progress("tokenizer/x", 100, start=20)               # t0 = 0; 20 steps done before (a resume)
+    assert p.update(30, "loss 2") == "tokenizer/x: step 30/100 (30 %) · 1 steps/s · ETA 1m10s · loss 2"
+    assert p.update(40) is None                                        # 10 s after the last line: not yet
+    assert p.update(80) == "tokenizer/x: step 80/100 (80 %) · 1.2 steps/s · ETA 17s"
+    assert p.update(100) == "tokenizer/x: step 100/100 (100 %) · 1.33 steps/s · ETA 0s"  # the last, always
+    assert [progress.duration(s) for s in (5, 75, 3600 * 3 + 4 * 60)] == ["5s", "1m15s", "3h04m"]

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ def write_codes(model, fingerprint: str, shards: str | Path, out: str | Path, *,
     source = {n: _shard_fingerprint(shards, n) for n in mine}
     todo = [n for n in mine if not ((out / n).is_dir() and _stamp(open_group(out / n).attrs) == (fingerprint, source[n])
                                     and reusable(out / n, "code store"))]
-    progress = _Progress(sum(sizes[n] for n in todo), accelerator)
+    progress = Progress(f"extract-codes (process {accelerator.process_index + 1}/{accelerator.num_processes})",
+                        sum(sizes[n] for n in todo), unit="window", enabled=accelerator.is_main_process)
     for name in todo:
         _encode_shard(model, shards / name, out / name, fingerprint, batch_windows, accelerator.device, progress,
                       source_fingerprint=source[name])
@@ -90,7 +92,7 @@ def _stamp(attrs) -> tuple:
 
 
 def _encode_shard(model, source: Path, dest: Path, fingerprint: str, batch_windows: int, device,
-                  progress: "_Progress", *, source_fingerprint: str | None = None) -> None:
+                  progress: Progress, *, source_fingerprint: str | None = None) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
@@ -128,24 +130,4 @@ def _encode_shard(model, source: Path, dest: Path, fingerprint: str, batch_windo
                 with torch.autocast(device.type, enabled=False):
                     batch_codes = model.encode(x, ch).to(torch.int16)
                 codes[lo:lo + len(x)] = to_host(batch_codes).numpy()
-                progress.update(len(x))
-
-
-class _Progress:
-    """step/total windows, rate and ETA on the main process (every ~30 s and at the end)."""
-
-    def __init__(self, total: int, accelerator, every_s: float = 30.0) -> None:
-        self.total, self.done, self.every_s = total, 0, every_s
-        self.main = accelerator.is_main_process
-        self.world = accelerator.num_processes
-        self.t0 = self.last = time.monotonic()
-
-    def update(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if self.main and (now - self.last >= self.every_s or self.done >= self.total):
-            rate = self.done / max(now - self.t0, 1e-9)
-            eta = (self.total - self.done) / max(rate, 1e-9)
-            log.info("extract-codes: %d/%d windows of this process (%.0f windows/s, ~%.0f on %d process(es)), "
-                     "ETA %.0f s", self.done, self.total, rate, rate * self.world, self.world, eta)
-            self.last = now
+                progress.update(progress.done + len(x))

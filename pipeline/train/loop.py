@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 
 from pipeline.config import TrainConfig
 from pipeline.data.dtypes import to_compute_dtypes
+from pipeline.progress import Progress
 from pipeline.train.allocator import keep_freed_memory
 from pipeline.train.checkpoint import latest, load_checkpoint, rng_state, save_checkpoint
 from pipeline.train.device import place, to_device, to_host
@@ -277,6 +278,8 @@ def fit(model: torch.nn.Module, out: Path, tc: TrainConfig, accelerator: Acceler
             return evaluate(raw_model, step)
 
     t_last, patches_since = time.perf_counter(), 0
+    progress = Progress(f"{out.parent.name}/{out.name}", end, start=step, enabled=accelerator.is_main_process,
+                        logger=log)
     evaluated: tuple[int, dict] = (-1, {})
     if (resume is not None and evaluate is not None and accelerator.is_main_process and step < end
             and step % tc.eval_every == 0
@@ -289,16 +292,20 @@ def fit(model: torch.nn.Module, out: Path, tc: TrainConfig, accelerator: Acceler
         if len(data) == 0:
             raise ValueError(f"{out}: not one full batch of {tc.batch_size} windows to train on")
         for batch in make_loader(data, tc.num_workers, batch_in_epoch, pin_memory=accelerator.device.type == "cuda"):
-            out = optimizer_step(model, optimizer, scheduler, accelerator, tc, batch, train_step, count=count)
+            result = optimizer_step(model, optimizer, scheduler, accelerator, tc, batch, train_step, count=count)
             step += 1
             batch_in_epoch += 1
             x = batch["x"]
             patches_since += int(x.shape[0] * x.shape[1] * x.shape[2]) * accelerator.num_processes
             if accelerator.is_main_process and (step % tc.log_every == 0 or step == 1):
                 now = time.perf_counter()
-                metrics.write({"kind": "train", "step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
-                               **host_record({**out.record, "grad_norm": out.grad_norm}),
-                               "patches_per_s": patches_since / max(now - t_last, 1e-9)})
+                record = {"kind": "train", "step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
+                          **host_record({**result.record, "grad_norm": result.grad_norm}),
+                          "patches_per_s": patches_since / max(now - t_last, 1e-9)}
+                metrics.write(record)
+                loss = record.get("losses", {}).get("loss")
+                progress.update(step, (f"loss {loss:.4g} · " if isinstance(loss, float) else "")
+                                + f"{record['patches_per_s']:.0f} patches/s")
                 t_last, patches_since = now, 0
             # Checkpoint first: an evaluation that fails must not cost the steps since the last checkpoint.
             if step % tc.checkpoint_every == 0:
