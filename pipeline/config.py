@@ -184,6 +184,9 @@ class DatasetConfig:
     patch: PatchConfig = field(default_factory=PatchConfig)
     splits: SplitConfig = field(default_factory=SplitConfig)
     labels: LabelConfig = field(default_factory=LabelConfig)
+    # datasets.<name>.finetune: this dataset's fine-tuning section (the top-level one updated with its keys);
+    # None = the top-level section. Methods and seeds stay global: the table compares them across datasets.
+    finetune: "FinetuneSection | None" = None
 
 
 @dataclass(frozen=True)
@@ -483,6 +486,10 @@ class PipelineConfig:
     pretrain: PretrainSection = field(default_factory=PretrainSection)
     finetune: FinetuneSection = field(default_factory=FinetuneSection)
 
+    def finetune_for(self, dataset: str) -> FinetuneSection:
+        """The fine-tuning section a dataset's jobs use: its own (datasets.<name>.finetune) or the top-level one."""
+        return self.datasets[dataset].finetune or self.finetune
+
     def tokenizers(self) -> dict[str, TokenizerSection]:
         """Every tokenizer this config trains or uses, by folder name: the main one, then one per variant."""
         out = {self.tokenizer.name: self.tokenizer}
@@ -658,6 +665,17 @@ def _fixed_values(ds_or_defaults: Any, where: str) -> None:
                           f"{SFREQ:g} Hz), the models' patch size")
 
 
+def _dataset_finetune(top: Mapping[str, Any] | None, own: Any, name: str) -> "FinetuneSection":
+    where = f"datasets.{name}.finetune"
+    if not isinstance(own, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of fine-tuning settings, got {own!r}")
+    for key in ("methods", "seeds"):
+        if key in own:
+            raise ConfigError(f"{where}.{key}: {key} are the same for every dataset (the tables compare them); set "
+                              f"them in the top-level finetune section")
+    return from_mapping(FinetuneSection, _merged(top, own), where)
+
+
 def parse_config(raw: Mapping[str, Any], *, base_dir: Path | None = None) -> PipelineConfig:
     """Build the typed config from an already-loaded YAML mapping (as Snakemake holds it)."""
     raw = merge_dataset_files(raw, base_dir=base_dir)
@@ -679,7 +697,10 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path | None = None) -> Pip
         # A dataset's mains frequency is part of its identity; the notch uses it.
         if "mains" in entry:
             entry["preprocess"]["mains"] = entry.pop("mains")
+        finetune = entry.pop("finetune", None)
         ds = from_mapping(DatasetConfig, {"name": name, **entry}, f"datasets.{name}")
+        if finetune is not None:
+            ds = dataclasses.replace(ds, finetune=_dataset_finetune(raw.get("finetune"), finetune, name))
         _fixed_values({"preprocess": ds.preprocess, "patch": ds.patch}, f"datasets.{name}.")
         _check_channels(ds.montage.channels, f"datasets.{name}.montage.channels")
         if ds.ingest.min_duration_s is None:  # null: a recording must hold at least one window
@@ -898,7 +919,7 @@ def job_settings(cfg: PipelineConfig, rule: str, *, dataset: str | None = None, 
     if rule == "finetune":
         if method is None:
             raise ConfigError("job_settings: rule 'finetune' needs a method")
-        return finetune_job_settings(cfg.finetune, method, ds.labels)
+        return finetune_job_settings(cfg.finetune_for(dataset), method, ds.labels)
     stage = {"standardize": "montage"}.get(rule, rule)
     return to_dict(stage_settings(ds, stage))
 

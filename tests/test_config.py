@@ -252,3 +252,27 @@ def test_a_tokenizer_variant_is_the_main_section_with_its_variant(repo_root: Pat
         parse_config({**raw, "finetune": {**raw["finetune"], "methods": ["tokenizer:neurorvq"]}})
     with pytest.raises(ConfigError, match="main tokenizer's variant"):
         parse_config({**raw, "tokenizer": {**raw["tokenizer"], "variants": ["ddrvq"]}})
+
+
+def test_a_dataset_overrides_fine_tuning_settings_for_its_own_jobs_only(repo_root: Path):
+    """datasets.<name>.finetune updates the top-level section for that dataset's jobs (their settings: the rerun
+    trigger and what the stage trains with); the other datasets keep the top-level values. Methods and seeds are
+    refused there (the tables compare them across datasets), and a misspelt key is named."""
+    raw = yaml.safe_load((repo_root / "config" / "demo.yaml").read_text())
+    base = job_settings(parse_config(raw), "finetune", dataset="demo_bids", method="full")
+    raw["datasets"]["demo_bids"]["finetune"] = {"epochs": 3, "batch_size": 16, "class_weights": True}
+    check_schema(raw, repo_root / "workflow" / "schemas" / "config.schema.yaml")
+    cfg = parse_config(raw)
+    own = job_settings(cfg, "finetune", dataset="demo_bids", method="full")
+    assert (own["epochs"], own["batch_size"], own["class_weights"]) == (3, 16, True)
+    assert {k: v for k, v in own.items() if k not in ("epochs", "batch_size", "class_weights")} == \
+        {k: v for k, v in base.items() if k not in ("epochs", "batch_size", "class_weights")}
+    assert cfg.finetune_for("demo_bids").lr == cfg.finetune.lr and cfg.finetune_for("demo_physionet") is cfg.finetune
+    for bad, message in (({"seeds": [0]}, r"^datasets.demo_bids.finetune.seeds: seeds are the same for every dataset"),
+                         ({"epoch": 3}, r"^datasets.demo_bids.finetune: unknown key 'epoch' \(did you mean 'epochs'")):
+        raw["datasets"]["demo_bids"]["finetune"] = bad
+        with pytest.raises(ConfigError, match=message):
+            parse_config(raw)
+    raw["datasets"]["demo_bids"]["finetune"] = {"epochs": 0}
+    with pytest.raises(ConfigError, match=r"datasets.demo_bids.finetune.epochs"):
+        check_schema(raw, repo_root / "workflow" / "schemas" / "config.schema.yaml")

@@ -40,7 +40,7 @@ rule finetune:
         pretrained=lambda wc: ["--pretrained", pretrained_run(wc.method)] if pretrained_run(wc.method) else [],
         out=lambda wc: f"{RESULTS}/finetune/{wc.dataset}/{wc.method}/seed-{wc.seed}",
         launch=lambda wc: [] if METHODS[wc.method] in CLASSICAL_METHODS
-        else accelerate_launch("finetune", FINETUNE.mixed_precision),
+        else accelerate_launch("finetune", CFG.finetune_for(wc.dataset).mixed_precision),
     log:
         f"{RESULTS}/logs/{{dataset}}/finetune/{{method}}-seed-{{seed}}.log",
     benchmark:
