@@ -31,11 +31,11 @@ demo: $(VENV)/.installed
 # Two pytest workers (pytest-xdist): most slow tests wait on subprocesses (Snakemake, torchrun, SLURM) half the
 # time. Tests that share one finished workdir carry one xdist_group mark and run on one worker.
 test: $(VENV)/.installed
-	$(PY) -m pytest -n $(CORES) --dist loadgroup --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(CORES) --dist loadgroup --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 # The quick local loop: everything not marked slow (no workflow runs, no multi-process or long training).
 check: $(VENV)/.installed
-	$(PY) -m pytest -m "not slow" -n $(CORES) --dist loadgroup -q $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" -n $(CORES) --dist loadgroup --no-loadscope-reorder -q $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/readers.py

@@ -55,10 +55,13 @@ def bids_root(demo_corpus: Path) -> Path:
     return demo_corpus / "pylossless"
 
 
-# Longest first (measured on 2 cores): with two pytest workers (make test) the long poles start at once and the
-# short tests fill in around them, instead of a 10-minute test starting last.
-LONGEST_FIRST = ("test_pretrain.py::test_demo_pretraining", "test_operations.py", "test_workflow.py::test_dag_runs",
-                 "test_slurm.py", "test_workflow.py::test_paper_config")
+# The order pytest-xdist hands out work (make test: --dist loadgroup --no-loadscope-reorder, so this order and not
+# the groups' sizes decides). A worker holds the unit it runs plus the next one or two, so: the demo pretraining test
+# (≈13 min on one core) to one worker, the tiny-DAG group to the other, then one quick test — the one that waits
+# behind the demo test — and only then the other long groups, which the tiny-DAG worker picks up when it drains
+# (before, a size-sorted queue left a group of tests waiting behind the demo test while the other worker idled).
+LONGEST_FIRST = ("test_pretrain.py::test_demo_pretraining", "test_operations.py", "test_config.py::test_shipped",
+                 "test_slurm.py", "test_workflow.py::test_paper_config", "test_workflow.py::test_dag_runs")
 
 
 def pytest_configure(config):
