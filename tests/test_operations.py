@@ -296,7 +296,8 @@ def test_a_killed_snakemake_mid_preprocess_reruns_with_the_demo_command_and_keep
         done = wait_for(lambda: sorted(p.name for p in progress_dir(out).glob("*.zarr")), timeout=300, proc=sm)
     finally:
         kill_group(sm)
-    assert not out.exists() and (work / ".snakemake" / "locks").is_dir()
+    # killed before the stage finished (its recordings table is its last write), with Snakemake's lock left behind
+    assert not (out / "recordings.parquet").exists() and any((work / ".snakemake" / "locks").iterdir())
     assert subprocess.run([sys.executable, "-m", "pipeline.stale_lock", str(work)], capture_output=True, text=True,
                           cwd=work).returncode == 0
     proc = snakemake(work, finished.config, target, "--rerun-incomplete")
