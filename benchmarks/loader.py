@@ -26,29 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import OUT, demo_corpus, machine
+from _common import OUT, demo_shards, machine
 
 
 def build_shards(root: Path) -> list[Path]:
-    from pipeline.config import IngestConfig, MontageConfig, PatchConfig, PatchSettings, PreprocessConfig, SplitConfig
-    from pipeline.stages.ingest import ingest
-    from pipeline.stages.patch import patch
-    from pipeline.stages.preprocess import preprocess
-    from pipeline.stages.standardize import standardize
-
-    corpus = demo_corpus()
-    out = []
-    for name, source, montage in (("bids", corpus / "pylossless", MontageConfig(positions="biosemi128")),
-                                  ("physionet", corpus / "physionet", MontageConfig())):
-        d = root / name
-        if not (d / "shards" / "index.parquet").is_file():
-            ingest(source, d, cfg=IngestConfig(min_duration_s=10, subject_regex=r"(S\d{3})R\d{2}"))
-            standardize(d / "manifest.parquet", d / "montage.parquet", montage)
-            preprocess(d / "montage.parquet", d / "preprocessed", PreprocessConfig(mains=60.0))
-            patch(d / "preprocessed", d / "shards", PatchSettings(patch=PatchConfig(window_s=10, chunk_windows=8),
-                                                                  splits=SplitConfig()))
-        out.append(d / "shards")
-    return out
+    return demo_shards(root, window_s=10, chunk_windows=8)
 
 
 def correlation(batches: list[np.ndarray], recording: np.ndarray) -> dict:

@@ -21,10 +21,9 @@ import json
 import time
 from pathlib import Path
 
-from _common import OUT, demo_corpus, write_result
+from _common import OUT, demo_shards, write_result
 
-from pipeline.config import (IngestConfig, MontageConfig, PatchConfig, PatchSettings, PreprocessConfig, SplitConfig,
-                             TokenizerSection, TrainConfig)
+from pipeline.config import TokenizerSection, TrainConfig
 
 # (label, variant, model overrides beyond the demo size)
 VARIANTS = (
@@ -37,26 +36,7 @@ SHARED = {"dead_code_threshold": 2.0, "commitment_weight": 0.25}  # as config/de
 
 
 def build_shards(root: Path) -> list[Path]:
-    from pipeline.prep.ingest import ingest
-    from pipeline.prep.preprocess import preprocess
-    from pipeline.prep.shards import patch
-    from pipeline.prep.standardize import standardize
-
-    corpus = demo_corpus()
-    out = []
-    for name, source, montage, splits in (
-        ("bids", corpus / "pylossless", MontageConfig(positions="biosemi128"), SplitConfig(test=("s02",))),
-        ("physionet", corpus / "physionet", MontageConfig(), SplitConfig()),
-    ):
-        d = root / name
-        if not (d / "shards" / "index.parquet").is_file():
-            ingest(source, d, cfg=IngestConfig(min_duration_s=30, subject_regex=r"(S\d{3})R\d{2}"))
-            standardize(d / "manifest.parquet", d / "montage.parquet", montage)
-            preprocess(d / "montage.parquet", d / "preprocessed", PreprocessConfig(mains=60.0))
-            patch(d / "preprocessed", d / "shards", PatchSettings(patch=PatchConfig(window_s=30, chunk_windows=4),
-                                                                  splits=splits))
-        out.append(d / "shards")
-    return out
+    return demo_shards(root, window_s=30, chunk_windows=4, bids_test=("s02",))
 
 
 def reconstruction(steps: int, seed: int) -> list[dict]:
