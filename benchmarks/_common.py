@@ -26,29 +26,10 @@ def demo_corpus() -> Path:
 
 
 def demo_shards(root: Path, *, window_s: float, chunk_windows: int, bids_test: tuple[str, ...] = ()) -> list[Path]:
-    """Shards of the demo EEG (BIDS s01/s02 by position, PhysioNet S001R02), built once under `root` by the
-    data-plane library (recordings shorter than one window are rejected)."""
-    from pipeline.config import IngestConfig, MontageConfig, PatchConfig, PatchSettings, PreprocessConfig, SplitConfig
-    from pipeline.prep.ingest import ingest
-    from pipeline.prep.preprocess import preprocess
-    from pipeline.prep.shards import patch
-    from pipeline.prep.standardize import standardize
+    """The demo EEG as shards under `root` (pipeline.prep.demo_corpus.demo_shards), fetched first if needed."""
+    from pipeline.prep.demo_corpus import demo_shards as build
 
-    corpus = demo_corpus()
-    out = []
-    for name, source, montage, splits in (
-        ("bids", corpus / "pylossless", MontageConfig(positions="biosemi128"), SplitConfig(test=bids_test)),
-        ("physionet", corpus / "physionet", MontageConfig(), SplitConfig()),
-    ):
-        d = root / name
-        if not (d / "shards" / "index.parquet").is_file():
-            ingest(source, d, cfg=IngestConfig(min_duration_s=window_s, subject_regex=r"(S\d{3})R\d{2}"))
-            standardize(d / "manifest.parquet", d / "montage.parquet", montage)
-            preprocess(d / "montage.parquet", d / "preprocessed", PreprocessConfig(mains=60.0))
-            patch(d / "preprocessed", d / "shards",
-                  PatchSettings(patch=PatchConfig(window_s=window_s, chunk_windows=chunk_windows), splits=splits))
-        out.append(d / "shards")
-    return out
+    return build(demo_corpus(), root, window_s=window_s, chunk_windows=chunk_windows, bids_test=bids_test)
 
 
 def run_measured(code: str, *args: str) -> dict:

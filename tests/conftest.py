@@ -89,25 +89,10 @@ def _quiet_threads(monkeypatch):
 
 def build_demo_shards(demo_corpus: Path, root: Path, *, window_s: float, chunk_windows: int) -> list[Path]:
     """Shards of the real demo EEG: BIDS s01 (train) / s02 (test), and PhysioNet (train)."""
-    from pipeline.config import IngestConfig, MontageConfig, PatchConfig, PatchSettings, PreprocessConfig, SplitConfig
-    from pipeline.prep.ingest import ingest
-    from pipeline.prep.preprocess import preprocess
-    from pipeline.prep.shards import patch
-    from pipeline.prep.standardize import standardize
+    from pipeline.prep.demo_corpus import demo_shards
 
-    out = []
-    for name, source, montage, splits in (
-        ("bids", demo_corpus / "pylossless", MontageConfig(positions="biosemi128"), SplitConfig(test=("s02",))),
-        ("physionet", demo_corpus / "physionet", MontageConfig(), SplitConfig()),
-    ):
-        d = root / name
-        ingest(source, d, cfg=IngestConfig(min_duration_s=10, subject_regex=r"(S\d{3})R\d{2}"))
-        standardize(d / "manifest.parquet", d / "montage.parquet", montage)
-        preprocess(d / "montage.parquet", d / "preprocessed", PreprocessConfig(mains=60.0))
-        patch(d / "preprocessed", d / "shards",
-              PatchSettings(patch=PatchConfig(window_s=window_s, chunk_windows=chunk_windows), splits=splits))
-        out.append(d / "shards")
-    return out
+    return demo_shards(demo_corpus, root, window_s=window_s, chunk_windows=chunk_windows, min_duration_s=10,
+                       bids_test=("s02",))
 
 
 @pytest.fixture(scope="session")

@@ -112,3 +112,31 @@ def fetch_demo(sources: Mapping[str, WheelSource], cache: Path) -> Path:
     stamp = dest / "fetched.json"
     write_text_atomic(stamp, json.dumps(listing, indent=2, sort_keys=True))
     return stamp
+
+
+def demo_shards(corpus: Path, root: Path, *, window_s: float, chunk_windows: int, min_duration_s: float | None = None,
+                bids_test: tuple[str, ...] = ()) -> list[Path]:
+    """Shards of the extracted demo EEG (BIDS s01/s02 by position, PhysioNet S001R02) under `root`/<bids|physionet>,
+    through the data-plane library; a dataset whose index exists is not rebuilt. Recordings shorter than
+    `min_duration_s` (default: one window) are rejected. Used by the tests' fixtures and the benchmarks."""
+    from pipeline.config import IngestConfig, MontageConfig, PatchConfig, PatchSettings, PreprocessConfig, SplitConfig
+    from pipeline.prep.ingest import ingest
+    from pipeline.prep.preprocess import preprocess
+    from pipeline.prep.shards import patch
+    from pipeline.prep.standardize import standardize
+
+    out = []
+    for name, source, montage, splits in (
+        ("bids", corpus / "pylossless", MontageConfig(positions="biosemi128"), SplitConfig(test=bids_test)),
+        ("physionet", corpus / "physionet", MontageConfig(), SplitConfig()),
+    ):
+        d = root / name
+        if not (d / "shards" / "index.parquet").is_file():
+            ingest(source, d, cfg=IngestConfig(min_duration_s=window_s if min_duration_s is None else min_duration_s,
+                                               subject_regex=r"(S\d{3})R\d{2}"))
+            standardize(d / "manifest.parquet", d / "montage.parquet", montage)
+            preprocess(d / "montage.parquet", d / "preprocessed", PreprocessConfig(mains=60.0))
+            patch(d / "preprocessed", d / "shards",
+                  PatchSettings(patch=PatchConfig(window_s=window_s, chunk_windows=chunk_windows), splits=splits))
+        out.append(d / "shards")
+    return out

@@ -4,16 +4,8 @@
         --out results/codes/<name>/<ds>
     accelerate launch -m pipeline extract-codes ...        (one process per GPU; shards split between them)
 
-Per shard: <out>/<shard path>.zarr with `codes` int16 [window, channel, patch, domain, level]
-(−1 at padding channels), keyed by the tokenizer's fingerprint (hash of its config and weights),
-plus <out>/index.parquet (the shards' index) and <out>/fingerprint.json. Codes whose store already
-carries the same fingerprint are reused, not recomputed.
-
-Under Accelerate each process takes whole shards (balanced by window count) and writes them itself
-(each shard is published by its own rename); the main process writes the index and the fingerprint
-after every process is done. The tokenizer runs in eval mode, in fp32, outside autocast, one batch of
-up to `--batch-windows` windows at a time on the process's device: codes do not depend on the batch size,
-the process count or the device's mixed-precision setting (tested). The library: pipeline.prep.codes.
+What it writes (code stores keyed by the tokenizer's fingerprint, reused when it matches), how processes share
+the shards and why the codes do not depend on batch size, process count or precision: pipeline.prep.codes.
 """
 
 from __future__ import annotations
