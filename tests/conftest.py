@@ -57,9 +57,10 @@ def bids_root(demo_corpus: Path) -> Path:
 
 # The order pytest-xdist hands out work (make test: --dist loadgroup --no-loadscope-reorder, so this order and not
 # the groups' sizes decides). A worker holds the unit it runs plus the next one or two, so: the demo pretraining test
-# (≈13 min on one core) to one worker, the tiny-DAG group to the other, then one quick test — the one that waits
-# behind the demo test — and only then the other long groups, which the tiny-DAG worker picks up when it drains
-# (before, a size-sorted queue left a group of tests waiting behind the demo test while the other worker idled).
+# (≈3.5 min on one core) to one worker, the tiny-DAG group (the longest unit, ≈8 min) to the other, then one quick
+# test — the one that waits behind the demo test — and only then the other long groups, which the first worker to
+# drain picks up (before, a size-sorted queue left a group of tests waiting behind the demo test while the other
+# worker idled).
 LONGEST_FIRST = ("test_pretrain.py::test_demo_pretraining", "test_operations.py", "test_config.py::test_shipped",
                  "test_slurm.py", "test_workflow.py::test_paper_config", "test_workflow.py::test_dag_runs")
 
@@ -79,6 +80,18 @@ def pytest_collection_modifyitems(config, items):
         return next((i for i, key in enumerate(LONGEST_FIRST) if key in item.nodeid), len(LONGEST_FIRST))
 
     items.sort(key=rank)  # stable: the collection order within each rank
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread, as under `make test`'s workers, for tests whose thresholds were measured there: a second
+    thread changes the order of the float sums, so a training run's numbers differ from one run to the other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
