@@ -235,3 +235,23 @@ def test_finetune_curves_from_the_runs_logs(tmp_path: Path):
     assert fig.axes[0].get_title() == "TUAB (abnormal, 2-class): training loss" and len(fig.axes) == 4
     assert len(fig.axes[1].lines) == 4 * 3  # per run: val, test, the chosen epoch's star
     assert _every_text_inside(fig) == []
+
+
+def test_table_rst_renders_without_docutils_warnings(tmp_path: Path):
+    """The landing page's table.rst, with published rows (sources full of parentheses, colons, commas) and odd
+    method names, is valid reStructuredText: docutils raises on its first warning here."""
+    from docutils.core import publish_parts
+
+    from pipeline.eval.tables import write_tables
+    from test_eval import PAPER, _fake_tree, _write_run
+
+    root = tmp_path / "finetune"
+    _fake_tree(root)
+    for seed in range(3):  # names with rst markup characters: underscores, a star, a pipe
+        _write_run(root, "tuab", "raw_logreg*|x", seed, "binary", {"balanced_accuracy": 0.7, "auroc": 0.7,
+                                                                   "auc_pr": 0.7})
+    write_tables(root, tmp_path / "tables", paper=PAPER)
+    text = (tmp_path / "tables" / "table.rst").read_text()
+    body = publish_parts(text, writer="html", settings_overrides={"halt_level": 2, "report_level": 2})["body"]
+    assert "raw_logreg*|x" in html.unescape(body) and "LaBraM-Base (published)" in body
+    assert body.count("<table") == 2  # the headline and every seed (no `full` run here: no paired differences)

@@ -85,7 +85,7 @@ def register_directives() -> None:
 
     class DataImage(Image):
         def run(self):
-            path = Path(directives.uri(self.arguments[0]))
+            path = Path(directives.path(self.arguments[0]))  # a path: its spaces are kept
             try:
                 data = path.read_bytes()
             except OSError as exc:

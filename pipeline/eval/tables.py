@@ -9,6 +9,11 @@ Output (each written atomically):
   table.md      all datasets in one table, columns grouped by dataset
   paired.csv    seed-paired differences: pretrained (`full`) − `scratch` and − the best baseline, per dataset and
                 metric, mean over seeds with a 95 % t-interval (also a section of results.md and table.md)
+  table.rst     the combined table, footnotes, paired differences and every seed for the Snakemake report's
+                landing page (pipeline.eval.report_page)
+  results.png, finetune_curves.png   the figures (pipeline.eval.plots)
+Every table's footnotes carry each dataset's data-quality line from its stages' quality summaries (`quality=`,
+pipeline.eval.quality_notes).
 """
 
 from __future__ import annotations

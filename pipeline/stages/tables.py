@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", help="fine-tuning root: results/<run>/finetune")
-    parser.add_argument("--out", required=True, help="folder for results.csv, summary.csv, results.md, table.md")
+    parser.add_argument("--out", required=True, help="folder for the tables (md, rst, csv) and their figures")
     parser.add_argument("--paper", default=None, help="published numbers to print beside ours (paper_tables.yaml)")
     parser.add_argument("--datasets", nargs="+", default=None, help="only these datasets, in this order")
     parser.add_argument("--quality", nargs="+", default=None, metavar="DATASET=PATH",
