@@ -32,6 +32,15 @@ config.clear()
 config.update(_merged)
 
 
+# `snakemake --report report.html` opens on this page: the results table, its footnotes and figures (the rule graph
+# beside them); captions for every report file live in workflow/report/.
+report: "workflow/report/workflow.rst"
+
+from pipeline.eval.report_page import register_directives
+
+register_directives()  # `.. data-image::`, the description's inlined figures
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/tokenizer.smk"

@@ -190,8 +190,8 @@ def test_tables_stage(tmp_path):
     root, out = tmp_path / "results" / "run1" / "finetune", tmp_path / "tables"
     _fake_tree(root)
     _run_stage(str(root), "--out", str(out), "--paper", str(PAPER))
-    assert sorted(p.name for p in out.iterdir()) == ["paired.csv", "results.csv", "results.md", "results.png",
-                                                     "summary.csv", "table.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["finetune_curves.png", "paired.csv", "results.csv", "results.md",
+                                                     "results.png", "summary.csv", "table.md", "table.rst"]
 
     with open(out / "results.csv") as fh:
         long = list(csv.DictReader(fh))

@@ -66,11 +66,7 @@ def test_dag_runs_end_to_end(finished: Finished, tmp_path: Path):
     # s02 is the test subject; s01 trains, its last 20 % of windows (by time) validate
     assert set(bids.select("subject", "split").unique().iter_rows()) == {("s01", "train"), ("s01", "val"),
                                                                          ("s02", "test")}
-    # The Snakemake report bundles the tables and the plots (written outside the shared workdir).
-    report = snakemake(work, finished.config, "all", "--report", str(tmp_path / "report.html"))
-    assert report.returncode == 0, tail(report)
-    html = (tmp_path / "report.html").read_text(errors="replace")
-    assert "table.md" in html and "accuracy.png" in html and "loss.png" in html
+    # The Snakemake report: tests/test_report.py opens it in a browser.
     # Nothing left to do on a second look.
     dry = snakemake(work, finished.config, "all", "--dry-run")
     assert dry.returncode == 0 and "Nothing to be done" in output(dry)

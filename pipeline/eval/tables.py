@@ -9,6 +9,11 @@ Output (each written atomically):
   table.md      all datasets in one table, columns grouped by dataset
   paired.csv    seed-paired differences: pretrained (`full`) − `scratch` and − the best baseline, per dataset and
                 metric, mean over seeds with a 95 % t-interval (also a section of results.md and table.md)
+  table.rst     the combined table, footnotes, paired differences and every seed for the Snakemake report's
+                landing page (pipeline.eval.report_page)
+  results.png, finetune_curves.png   the figures (pipeline.eval.plots)
+Every table's footnotes carry each dataset's data-quality line from its stages' quality summaries (`quality=`,
+pipeline.eval.quality_notes).
 """
 
 from __future__ import annotations
@@ -260,14 +265,6 @@ def format_difference(row: dict) -> str:
     return f"{row['mean']:+.4f} [{row['lo']:+.4f}, {row['hi']:+.4f}]"
 
 
-def _paired_table(rows: list[dict], views: list["_DatasetView"]) -> str:
-    header = ["Dataset", "Comparison", "Against", "Seeds", "Metric", "Mean difference [95 % CI]"]
-    titles = {v.name: v.title for v in views}
-    body = [[_md(titles[r["dataset"]]), _md(r["comparison"]), _md(r["against"]), str(r["n_seeds"]),
-             METRIC_LABELS[r["metric"]], format_difference(r)] for r in rows]
-    return _table(header, body)
-
-
 # ---------------------------------------------------------------------------------------------- output
 
 def _csv(rows: list[dict], columns: Sequence[str]) -> str:
@@ -355,14 +352,15 @@ def _dataset_table(v: _DatasetView) -> str:
     return _table(header, body)
 
 
-def _combined_table(views: list[_DatasetView]) -> str:
+def combined_rows(views: list[_DatasetView]) -> tuple[list[str], list[list[str]]]:
+    """The all-datasets table as plain text cells (header, body): this run's methods, then the published ones."""
     header = ["Method"]
     for v in views:
-        header += [f"{_md(v.title)}: seeds", *(f"{_md(v.title)}: {METRIC_LABELS[m]}" for m in v.metrics)]
+        header += [f"{v.title}: seeds", *(f"{v.title}: {METRIC_LABELS[m]}" for m in v.metrics)]
     header.append("Source")
     body = []
     for method in sorted({m for v in views for m in v.ours}):
-        row = [_md(method)]
+        row = [method]
         for v in views:
             stats = v.ours.get(method, {})
             row.append(str(v.n_runs.get(method, 0)) if method in v.n_runs else "—")
@@ -370,7 +368,7 @@ def _combined_table(views: list[_DatasetView]) -> str:
         body.append(row + ["this run"])
     published = list(dict.fromkeys(r.method for v in views for r in v.published))
     for method in published:
-        row, sources = [f"{_md(method)} (published)"], []
+        row, sources = [f"{method} (published)"], []
         for v in views:
             pub = next((r for r in v.published if r.method == method), None)
             row.append(str(pub.n_seeds or "—") if pub else "—")
@@ -378,24 +376,67 @@ def _combined_table(views: list[_DatasetView]) -> str:
                     for m in v.metrics]
             if pub and pub.source not in sources:
                 sources.append(pub.source)
-        body.append(row + [_md("; ".join(sources))])
-    return _table(header, body)
+        body.append(row + ["; ".join(sources)])
+    return header, body
 
 
-def _provenance(root: Path, records: list[dict], paper_path: Path | None) -> str:
+def seed_rows(records: list[dict], views: list[_DatasetView]) -> tuple[list[str], list[list[str]]]:
+    """Every run on its own row: dataset, method, seed, the epoch chosen on validation, its test metrics (the
+    datasets' metrics in order; "—" where a dataset has none of that name)."""
+    metrics = list(dict.fromkeys(m for v in views for m in v.metrics))
+    header = ["Dataset", "Method", "Seed", "Chosen epoch", *(f"{METRIC_LABELS[m]} (test)" for m in metrics)]
+    body = []
+    for v in views:
+        for r in sorted((r for r in records if str(r["dataset"]) == v.name), key=lambda r: (str(r["method"]),
+                                                                                            int(r["seed"]))):
+            values = [_number(r["test"].get(m)) if m in v.metrics else None for m in metrics]
+            epoch = r.get("best_epoch")
+            body.append([v.title, str(r["method"]), str(r["seed"]), "—" if epoch is None else str(epoch),
+                         *("—" if x is None or not math.isfinite(x) else f"{x:.4f}" for x in values)])
+    return header, body
+
+
+def paired_table_rows(rows: list[dict], views: list[_DatasetView]) -> tuple[list[str], list[list[str]]]:
+    header = ["Dataset", "Comparison", "Against", "Seeds", "Metric", "Mean difference [95 % CI]"]
+    titles = {v.name: v.title for v in views}
+    body = [[titles[r["dataset"]], r["comparison"], r["against"], str(r["n_seeds"]), METRIC_LABELS[r["metric"]],
+             format_difference(r)] for r in rows]
+    return header, body
+
+
+def _md_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    return _table([_md(h) for h in header], [[_md(c) for c in row] for row in body])
+
+
+def _provenance(root: Path, records: list[dict], paper_path: Path | None, lit=lambda s: f"`{s}`") -> str:
+    """Where the numbers came from, one sentence; `lit` marks up a literal (Markdown by default)."""
     run = root.parent.name if root.name == "finetune" else root.name
     pretrained = sorted({str(r.get("pretrained")) for r in records if r.get("pretrained")})
-    text = (f"_Generated by `python -m pipeline tables` from `{root}` (run `{run}`, {len(records)} metrics.json"
-            f"{'; pretrained: ' + ', '.join(f'`{p}`' for p in pretrained) if pretrained else ''})")
+    text = (f"Generated by {lit('python -m pipeline tables')} from {lit(root)} (run {lit(run)}, {len(records)} "
+            f"metrics.json{'; pretrained: ' + ', '.join(lit(p) for p in pretrained) if pretrained else ''})")
     if paper_path is not None:
         digest = hashlib.sha256(paper_path.read_bytes()).hexdigest()[:12]
-        text += f" with published numbers from `{paper_path}` (sha256 {digest})"
-    return text + "._"
+        text += f" with published numbers from {lit(paper_path)} (sha256 {digest})"
+    return text + "."
+
+
+def quality_lines(quality: dict[str, str], views: list[_DatasetView]) -> list[tuple[str, str]]:
+    """(dataset title, note) per dataset with stage summaries, in the tables' dataset order."""
+    titles = {v.name: v.title for v in views}
+    order = [v.name for v in views] + [d for d in quality if d not in titles]
+    return [(titles.get(d, d), quality[d]) for d in order if d in quality]
 
 
 def write_tables(root: str | Path, out: str | Path, *, paper: str | Path | None = None,
-                 datasets: Sequence[str] | None = None) -> dict[str, Path]:
-    """Gather the metrics under `root` and write results.csv, summary.csv, results.md, table.md and results.png into `out`."""
+                 datasets: Sequence[str] | None = None, quality: dict[str, Sequence[Path]] | None = None
+                 ) -> dict[str, Path]:
+    """Gather the metrics under `root` and write results.csv, summary.csv, results.md, table.md, table.rst, paired.csv,
+    results.png and finetune_curves.png into `out`. `quality`: dataset → its stages' quality summaries (JSON), which
+    become the tables' data-quality footnotes."""
+    from pipeline.eval.plots import plot_finetune_curves, plot_results
+    from pipeline.eval.quality_notes import dataset_notes
+    from pipeline.eval.report_page import landing_rst
+
     root, out = Path(root), Path(out)
     paper_path = Path(paper) if paper is not None else None
     records = collect_metrics(root)
@@ -408,27 +449,51 @@ def write_tables(root: str | Path, out: str | Path, *, paper: str | Path | None 
     rows = long_rows(records)
     summary = summarize(rows)
     views = _views(records, summary, published, datasets)
+    data_quality = quality_lines(dataset_notes(quality or {}), views)
+    for title, note in data_quality:
+        log.info("tables: data quality of %s: %s", title, note)
 
-    head = _provenance(root, records, paper_path)
+    head = f"_{_provenance(root, records, paper_path)}_"
     paired = paired_rows(records, views)
-    notes = [f"- {SEED_NOTE}"] + ([f"- {PUBLISHED_NOTE}"] if any(v.published for v in views) else []) + \
-        ([f"- {PAIRED_NOTE}"] if paired else [])
-    paired_md = [f"## Paired differences\n\n{_paired_table(paired, views)}"] if paired else []
+    notes = [SEED_NOTE] + ([PUBLISHED_NOTE] if any(v.published for v in views) else []) + \
+        ([PAIRED_NOTE] if paired else [])
+    md_notes = "\n".join([f"- {n}" for n in notes] + [f"- Data quality, {_md(t)}: {_md(q)}" for t, q in data_quality])
+    paired_md = [f"## Paired differences\n\n{_md_table(*paired_table_rows(paired, views))}"] if paired else []
     sections = [f"## {_md(v.title)}{'' if v.title != v.name else f' ({v.task})'}\n\n{_dataset_table(v)}"
                 for v in views]
-    results_md = "\n\n".join(["# Downstream results", head, *sections, *paired_md, "\n".join(notes)]) + "\n"
-    table_md = "\n\n".join(["# Downstream results, all datasets", head, _combined_table(views), *paired_md,
-                             "\n".join(notes)]) + "\n"
+    seeds_md = f"## Every seed\n\n{_md_table(*seed_rows(records, views))}"
+    results_md = "\n\n".join(["# Downstream results", head, *sections, *paired_md, seeds_md, md_notes]) + "\n"
+    table_md = "\n\n".join(["# Downstream results, all datasets", head, _md_table(*combined_rows(views)), *paired_md,
+                             md_notes]) + "\n"
+    table_rst = landing_rst(headline=combined_rows(views), quality=data_quality, notes=notes,
+                            paired=paired_table_rows(paired, views) if paired else None,
+                            seeds=seed_rows(records, views),
+                            provenance=_provenance(root, records, paper_path, lit=lambda s: f"``{s}``"))
 
-    paths = {name: out / name for name in ("results.csv", "summary.csv", "results.md", "table.md", "paired.csv")}
+    paths = {name: out / name for name in ("results.csv", "summary.csv", "results.md", "table.md", "table.rst",
+                                           "paired.csv", "results.png", "finetune_curves.png")}
     write_text_atomic(paths["paired.csv"], _csv(paired, ["dataset", "comparison", "against", "metric", "mean", "lo",
                                                          "hi", "n_seeds"]))
     write_text_atomic(paths["results.csv"], _csv(rows, ["dataset", "method", "seed", "metric", "value"]))
     write_text_atomic(paths["summary.csv"], _csv(summary, ["dataset", "method", "metric", "mean", "std", "n_seeds"]))
-    from pipeline.eval.plots import plot_results
-
-    plot_results(summary, out / "results.png")  # for the Snakemake report and a quick look
+    plot_results(summary, paths["results.png"], rows=rows, titles={v.name: v.title for v in views})
+    plot_finetune_curves(curve_runs(records), paths["finetune_curves.png"], titles={v.name: v.title for v in views})
     write_text_atomic(paths["results.md"], results_md)
+    write_text_atomic(paths["table.rst"], table_rst)
     write_text_atomic(paths["table.md"], table_md)
     log.info("tables: %d runs over %d datasets → %s", len(records), len(views), out)
     return paths
+
+
+def curve_runs(records: list[dict]) -> list[dict]:
+    """The trained runs' logged curves (`metrics.jsonl` beside their metrics.json; the classical baselines fit in one
+    go and log none): {dataset, method, seed, metric, records}."""
+    from pipeline.store.jsonl import read_records
+
+    runs = []
+    for rec in records:
+        log_path = Path(rec["_path"]).with_name("metrics.jsonl")
+        if log_path.is_file():
+            runs.append({"dataset": str(rec["dataset"]), "method": str(rec["method"]), "seed": int(rec["seed"]),
+                         "metric": rec.get("primary_metric", "balanced_accuracy"), "records": read_records(log_path)})
+    return runs

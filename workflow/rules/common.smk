@@ -159,5 +159,8 @@ def all_outputs():
     tokenizer = [f"{RESULTS}/tokenizer/{tok}/metrics.json" for tok in TOKENIZERS
                  if not (tok == TOKENIZER.name and TOKENIZER.pretrained)]
     pretrain = [f"{RESULTS}/pretrain/{run}/metrics.json" for run in PRETRAIN_RUNS]
-    tables = [f"{RESULTS}/tables/table.md"] if DOWNSTREAM else []
+    # every file of the tables, the report's figures included: a workdir from before a new one reruns the tables
+    tables = [f"{RESULTS}/tables/{name}" for name in ("table.md", "table.rst", "summary.csv", "results.csv",
+                                                        "paired.csv", "results.png", "finetune_curves.png")
+              ] if DOWNSTREAM else []
     return tokenizer + pretrain + tables

@@ -58,22 +58,39 @@ rule finetune:
         " --settings {params.settings:q} {params.pretrained:q} > {log:q} 2>&1"
 
 
+def quality_summaries():
+    """DATASET=PATH per downstream dataset: the quality sections its stages write (standardize:
+    <ds>/montage_quality.json beside montage.parquet; the samples' patch: <ds>/samples/quality.json), read by the
+    tables stage for the footnotes. Neither is a declared output, so the tables rule depends on their writers'
+    outputs (montage.parquet, samples/)."""
+    return [f"{ds}={RESULTS}/{ds}/{name}" for ds in DOWNSTREAM for name in ("montage_quality.json",
+                                                                             "samples/quality.json")]
+
+
 rule tables:
     input:
         results=finetune_outputs(),
+        montage=expand(f"{RESULTS}/{{dataset}}/montage.parquet", dataset=DOWNSTREAM),
+        samples=expand(f"{RESULTS}/{{dataset}}/samples", dataset=DOWNSTREAM),
     output:
-        md=report(f"{RESULTS}/tables/table.md", category="0. results"),
-        csv=report(f"{RESULTS}/tables/summary.csv", category="0. results"),
-        plot=report(f"{RESULTS}/tables/results.png", category="0. results"),
-        paired=f"{RESULTS}/tables/paired.csv",
+        # the report opens on workflow/report/workflow.rst, which includes table.rst and shows the two figures
+        md=report(f"{RESULTS}/tables/table.md", category="0. results", caption="../report/table.rst"),
+        rst=f"{RESULTS}/tables/table.rst",
+        csv=report(f"{RESULTS}/tables/summary.csv", category="0. results", caption="../report/summary.rst"),
+        seeds=report(f"{RESULTS}/tables/results.csv", category="0. results", caption="../report/seeds.rst"),
+        plot=report(f"{RESULTS}/tables/results.png", category="0. results", caption="../report/results.rst"),
+        curves=report(f"{RESULTS}/tables/finetune_curves.png", category="0. results",
+                      caption="../report/finetune_curves.rst"),
+        paired=report(f"{RESULTS}/tables/paired.csv", category="0. results", caption="../report/paired.rst"),
     params:
         root=f"{RESULTS}/finetune",
         out=f"{RESULTS}/tables",
         datasets=DOWNSTREAM,
+        quality=quality_summaries(),
         # the published numbers: their content is the rerun trigger, their path (in the checkout) is not
         paper=file_sha256(PAPER_TABLES),
     log:
         f"{RESULTS}/logs/tables.log",
     shell:
         "{PY:q} -m pipeline tables {params.root:q} --out {params.out:q} --paper {PAPER_TABLES:q}"
-        " --datasets {params.datasets:q} > {log:q} 2>&1"
+        " --datasets {params.datasets:q} --quality {params.quality:q} > {log:q} 2>&1"

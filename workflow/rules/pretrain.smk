@@ -11,8 +11,10 @@ rule pretrain:
     output:
         model=f"{RESULTS}/pretrain/{{run}}/model.safetensors",
         metrics=f"{RESULTS}/pretrain/{{run}}/metrics.json",
-        plots=report(multiext(f"{RESULTS}/pretrain/{{run}}/", "loss.png", "accuracy.png"), category="2. pretraining",
-                     subcategory="{run}"),
+        loss=report(f"{RESULTS}/pretrain/{{run}}/loss.png", category="2. pretraining", subcategory="{run}",
+                    caption="../report/pretrain_loss.rst"),
+        accuracy=report(f"{RESULTS}/pretrain/{{run}}/accuracy.png", category="2. pretraining", subcategory="{run}",
+                        caption="../report/pretrain_accuracy.rst"),
     params:
         # the run's own section (ablations: the main section with their overrides), not the other runs: a rerun trigger
         settings=settings("pretrain"),

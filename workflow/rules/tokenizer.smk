@@ -8,8 +8,12 @@ rule train_tokenizer:
     output:
         model=f"{RESULTS}/tokenizer/{{tok}}/model.safetensors",
         metrics=f"{RESULTS}/tokenizer/{{tok}}/metrics.json",
-        plots=report(multiext(f"{RESULTS}/tokenizer/{{tok}}/", "loss.png", "codebook_usage.png",
-                              "reconstructions.png"), category="1. tokenizer", subcategory="{tok}"),
+        loss=report(f"{RESULTS}/tokenizer/{{tok}}/loss.png", category="1. tokenizer", subcategory="{tok}",
+                    caption="../report/tokenizer_loss.rst"),
+        usage=report(f"{RESULTS}/tokenizer/{{tok}}/codebook_usage.png", category="1. tokenizer", subcategory="{tok}",
+                     caption="../report/tokenizer_usage.rst"),
+        reconstructions=report(f"{RESULTS}/tokenizer/{{tok}}/reconstructions.png", category="1. tokenizer",
+                               subcategory="{tok}", caption="../report/tokenizer_reconstructions.rst"),
     params:
         settings=settings("train_tokenizer"),  # this tokenizer's section (a variant: the main one, its variant)
         out=lambda wc: f"{RESULTS}/tokenizer/{wc.tok}",
