@@ -3,24 +3,22 @@
     dom = dump_dom(Path("report.html"), tmp)          # installs Debian's `chromium` with apt-get when missing
     screenshot(Path("report.html"), tmp / "shot.png", tmp)
 
-Chromium is not on a fresh machine: `chromium()` installs the Debian package the way tests/slurm_cluster.py installs
-slurm (root, apt-get, package registries reachable as in CI), under a file lock so that two pytest workers do not
-both run apt-get. Anything that stops it raises BrowserUnavailable with the reason; the tests fail on it (a report
+Chromium is not on a fresh machine: `chromium()` installs the Debian package with tests/system_packages.py, as
+tests/slurm_cluster.py installs slurm (root, apt-get, package registries reachable as in CI; one apt-get at a time). Anything that stops it raises BrowserUnavailable with the reason; the tests fail on it (a report
 nobody looked at is not a passing check). Every run gets its own profile folder and no network: the pages are local
 files and the flags turn off Chromium's own background traffic.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
-PACKAGES = ("chromium",)
+from system_packages import CHROMIUM as PACKAGES, install
+
 NAMES = ("chromium", "chromium-browser")
-LOCK = Path(os.environ.get("BRAINRVQ_APT_LOCK", "/var/tmp/brainrvq-apt.lock"))
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio")
@@ -35,39 +33,13 @@ def _found() -> str | None:
 
 
 def chromium() -> str:
-    """The Chromium executable, installed with apt-get when missing (root only)."""
+    """The Chromium executable, installed with apt-get when missing (root only; tests/system_packages.py)."""
     if path := _found():
         return path
-    if os.geteuid() != 0:
-        raise BrowserUnavailable("chromium is not installed and installing it needs root: "
-                                 "`apt-get install chromium` (Debian), then rerun the tests")
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with LOCK.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if path := _found():  # another worker installed it while this one waited
-            return path
-        _install()
+    install(PACKAGES, BrowserUnavailable)
     if path := _found():
         return path
     raise BrowserUnavailable(f"no {' or '.join(NAMES)} on PATH after `apt-get install {' '.join(PACKAGES)}`")
-
-
-def _install() -> None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    quick = ["-o", "Acquire::http::Timeout=30", "-o", "Acquire::https::Timeout=30", "-o", "Acquire::Retries=1"]
-    try:
-        # A failed update is not fatal by itself (lists from an earlier update may do); a failed install is.
-        update = _run(["apt-get", *quick, "update"], env=env, timeout=240)
-        inst = _run(["apt-get", *quick, "install", "-y", "--no-install-recommends", *PACKAGES], env=env, timeout=900)
-    except FileNotFoundError:
-        raise BrowserUnavailable("chromium is missing and apt-get is not found (not a Debian-like system); "
-                                 "install Chromium and put it on PATH") from None
-    except subprocess.TimeoutExpired as exc:
-        raise BrowserUnavailable(f"apt-get timed out installing chromium: {exc}") from None
-    if inst.returncode != 0:
-        raise BrowserUnavailable(f"apt-get install {' '.join(PACKAGES)} failed (rc {inst.returncode}): "
-                                 f"{_tail(inst.stdout + inst.stderr, 8)}\n"
-                                 f"(apt-get update rc {update.returncode}: {_tail(update.stdout + update.stderr, 4)})")
 
 
 def _browse(page: Path, profile: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:

@@ -68,6 +68,12 @@ LONGEST_FIRST = ("test_pretrain.py::test_demo_pretraining", "test_operations.py"
 def pytest_configure(config):
     # SLURM tests pass their cluster's SLURM_CONF explicitly; everything else gets one that fails fast
     os.environ.setdefault("SLURM_CONF", str(ROOT / "tests" / "no-controller.slurm.conf"))
+    if not os.environ.get("PYTEST_XDIST_WORKER") and "not slow" not in (config.option.markexpr or ""):
+        # The session's first step (the controller, once): SLURM's and Chromium's Debian packages download and
+        # install in the background while the first tests run (tests/system_packages.py)
+        from system_packages import start_prefetch
+
+        start_prefetch(ROOT / "resources" / "cache" / "apt-prefetch.log")
     if os.environ.get("PYTEST_XDIST_WORKER"):
         # two workers on two cores: one torch thread each (two each oversubscribe the cores and spin)
         import torch

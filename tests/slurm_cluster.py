@@ -33,8 +33,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from system_packages import SLURM as PACKAGES, install
+
 STATE = Path(os.environ.get("BRAINRVQ_SLURM_STATE", "/var/tmp/brainrvq-slurm"))
-PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 PARTITION = "brainrvq"
 NODES = ("brainrvq1", "brainrvq2")
 N_GPUS = 2  # per node
@@ -182,20 +183,7 @@ def stop_stale(state: Path = STATE) -> list[str]:
 def _install() -> None:
     if all(shutil.which(t) for t in ("sbatch", "slurmctld", "slurmd", "munged")):
         return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    quick = ["-o", "Acquire::http::Timeout=30", "-o", "Acquire::https::Timeout=30", "-o", "Acquire::Retries=1"]
-    try:
-        # A failed update is not fatal by itself (lists from an earlier update may do); a failed install is.
-        update = _run(["apt-get", *quick, "update"], env=env, timeout=240)
-        inst = _run(["apt-get", *quick, "install", "-y", "--no-install-recommends", *PACKAGES], env=env, timeout=600)
-    except FileNotFoundError:
-        raise SlurmUnavailable("apt-get not found: not a Debian-like system") from None
-    except subprocess.TimeoutExpired as exc:
-        raise SlurmUnavailable(f"apt-get timed out: {exc}") from None
-    if inst.returncode != 0:
-        raise SlurmUnavailable(f"apt-get install {' '.join(PACKAGES)} failed (rc {inst.returncode}): "
-                               f"{_tail(inst.stdout + inst.stderr, 8)}\n"
-                               f"(apt-get update rc {update.returncode}: {_tail(update.stdout + update.stderr, 4)})")
+    install(PACKAGES, SlurmUnavailable)
 
 
 # --- configuration -------------------------------------------------------------------------------
