@@ -16,7 +16,8 @@ meet on accelerate's default 29500. Several nodes (inside a SLURM allocation): `
 port that was free there.
 
 Every launcher logs one line, `launcher: rule=… node=… CUDA_VISIBLE_DEVICES=… SLURM_JOB_ID=… requested=… granted=…
-cuda=… processes=… machines=… machine_rank=… main=host:port device=…`, then replaces itself with accelerate.
+cuda=… processes=… machines=… machine_rank=… main=host:port device=…` (cuda=- for a job that asked for no GPU:
+it never looks), then replaces itself with accelerate.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def granted_gpus(env: Mapping[str, str]) -> tuple[int | None, str]:
 
 
 def plan_node(rule: str, requested: int, env: Mapping[str, str], cuda: int, node: str) -> NodePlan:
-    """Check this node's grant against the request (`requested` GPUs per node); `cuda`: devices torch sees."""
+    """Check this node's grant against the request (`requested` GPUs per node); `cuda`: devices torch sees (not
+    looked at, and not counted by the caller, when no GPU is asked for)."""
     if requested < 0:
         raise LaunchError(f"rule {rule}: --gpus {requested} is negative")
     if requested == 0:
@@ -181,8 +183,8 @@ def launch_line(*, rule: str, node: str, env: Mapping[str, str], plan: NodePlan,
     return (f"launcher: rule={rule} node={node.split()[0]} slurm_node={env.get('SLURMD_NODENAME', 'unset')} "
             f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', 'unset') or '(empty)'} "
             f"SLURM_JOB_ID={env.get('SLURM_JOB_ID', 'unset')} requested={plan.requested} granted={plan.granted} "
-            f"cuda={plan.cuda} processes={plan.processes} machines={machines} machine_rank={machine_rank} "
-            f"main={main} device={device}")
+            f"cuda={plan.cuda if plan.requested else '-'} processes={plan.processes} machines={machines} "
+            f"machine_rank={machine_rank} main={main} device={device}")
 
 
 # --- running inside the job ------------------------------------------------------------------------------------
@@ -242,7 +244,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"launcher: rule={args.rule} nodes={args.nodes}: {shlex.join(cmd)}", file=sys.stderr, flush=True)
             os.execvpe(cmd[0], cmd, step_env(env))
         node = node_name(env)
-        plan = plan_node(args.rule, args.gpus, env, cuda_device_count(), node)
+        # a CPU job (no GPU asked) never looks for CUDA devices: importing torch here costs ~1.4 CPU-s per job
+        plan = plan_node(args.rule, args.gpus, env, cuda_device_count() if args.gpus > 0 else 0, node)
         if args.nodes > 1:
             main_ip, port = args.rendezvous.rsplit(":", 1)
             machine_rank = int(env["SLURM_NODEID"])
