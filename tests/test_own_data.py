@@ -281,3 +281,17 @@ def test_the_guides_trials_npz_example_runs(repo_root: Path, tmp_path: Path):
     counts = {(r["split"], r["label"]): r["len"] for r in index.group_by("split", "label").len().to_dicts()}
     assert counts == {(split, c): 16 for split in ("train", "val", "test") for c in ("left", "right")}
     assert json.loads((out / "montage_quality.json").read_text())["recordings"] == {}  # nothing dropped or padded
+
+
+def test_many_dropped_channels_are_counted_by_reason_in_one_short_line():
+    """A 64-channel cap read for the 19 standard sites drops 45 channels: the warning counts them by reason with a
+    few names each (it listed all 45 on one line); the summary keeps every name."""
+    from pipeline.prep.standardize import montage_quality
+
+    names = [f"C{i}" for i in range(45)]
+    plan = {"unmapped": [*names, "X1"], "unmapped_reason": ["not-targeted"] * 45 + ["unknown-name"]}
+    rows = [{"status": "ok", "recording": "S001R02", "plan": json.dumps(plan), "missing_channels": []}]
+    quality = montage_quality(rows)
+    [warning] = quality["warnings"]
+    assert "channels dropped: 45 not-targeted: C0, C1, C10, C11, C12, C13 …; 1 unknown-name: X1" in warning, warning
+    assert len(warning) < 250 and len(quality["recordings"]["S001R02"]["dropped"]) == 46
