@@ -122,6 +122,23 @@ def test_baseline_separates_on_one_band():
             assert res["test"]["auroc"] == 1.0
 
 
+def test_the_regularisation_is_chosen_on_the_configured_primary_metric():
+    """finetune.primary_metric chooses C as it chooses the networks' epoch (the baselines used balanced accuracy
+    whatever the config said, while the setting still reran them)."""
+    rng = np.random.default_rng(2)
+
+    def split(n: int):
+        return band_power_features(rng.standard_normal((n, 4, 200))), rng.integers(0, 2, n)
+
+    data = [*split(200), *split(100), *split(100)]
+    for primary in ("auroc", "balanced_accuracy"):
+        res = fit_logreg_baseline(*data, task="binary", seed=0, primary=primary)
+        by_c = {float(c): val[primary] for c, val in res["val_by_C"].items()}
+        best = max(by_c.values())
+        assert res["hyperparameters"]["C"] == min(c for c, v in by_c.items() if v == best), (primary, by_c)
+        assert res["primary_metric"] == primary
+
+
 def test_baseline_on_noise_is_near_chance():
     rng = np.random.default_rng(2)
 

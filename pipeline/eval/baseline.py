@@ -125,17 +125,18 @@ def _scores(model, x: np.ndarray, task: str, n_classes: int) -> np.ndarray:
     return full[:, 1] if task == "binary" else full
 
 
-def _score_value(metrics: dict[str, float]) -> float:
-    v = metrics.get(PRIMARY, float("nan"))
+def _score_value(metrics: dict[str, float], primary: str = PRIMARY) -> float:
+    v = metrics.get(primary, float("nan"))
     return v if np.isfinite(v) else -np.inf
 
 
 def fit_logreg_baseline(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
                         x_test: np.ndarray, y_test: np.ndarray, *, task: str, seed: int = 0,
                         cs: Sequence[float] = C_GRID, classes: Sequence[str] | None = None,
-                        dataset: str | None = None, method: str = "logreg-bandpower", make_model=logreg_pipeline) -> dict:
+                        dataset: str | None = None, method: str = "logreg-bandpower", make_model=logreg_pipeline,
+                        primary: str = PRIMARY) -> dict:
     """`make_model(C, seed)` (default StandardScaler + LogisticRegression(class_weight="balanced")) for every C of
-    `cs`; C chosen on validation by the primary metric.
+    `cs`; C chosen on validation by `primary` (the fine-tuning section's primary_metric, as for the networks).
 
     Labels are integer class indices. Ties in the validation metric keep the smaller C (more regularized).
     Returns a metrics.json-shaped dict (test metrics of the selected C, validation metrics of every C tried).
@@ -158,20 +159,20 @@ def fit_logreg_baseline(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndar
             model.fit(x_train, y_train)
         val = task_metrics(task, y_val, _scores(model, x_val, task, n_classes))
         val_by_c[f"{c:g}"] = val
-        if best is None or _score_value(val) > _score_value(best[1]):
+        if best is None or _score_value(val, primary) > _score_value(best[1], primary):
             best = (c, val, model)
     assert best is not None, "cs must not be empty"
     c, val, model = best
     test = task_metrics(task, y_test, _scores(model, x_test, task, n_classes))
     log.info("%s %s seed %d: C=%g, val %s=%.4f, test %s=%.4f", dataset or "?", method, seed, c,
-             PRIMARY, val[PRIMARY], PRIMARY, test[PRIMARY])
+             primary, val[primary], primary, test[primary])
     return {
         "dataset": dataset,
         "method": method,
         "seed": int(seed),
         "task": task,
         "classes": list(classes) if classes is not None else [str(i) for i in range(n_classes)],
-        "primary_metric": PRIMARY,
+        "primary_metric": primary,
         "best_epoch": None,
         "hyperparameters": {"C": float(c), "C_grid": [float(v) for v in cs]},
         "val": val,

@@ -62,4 +62,4 @@ def run_classical(method: str, splits: dict, labels: LabelConfig, section: Finet
     task = "binary" if len(labels.classes) == 2 else "multiclass"
     return fit_logreg_baseline(feats["train"], splits["train"].y, feats["val"], splits["val"].y, feats["test"],
                                splits["test"].y, task=task, seed=seed, cs=section.c_grid, classes=labels.classes,
-                               method=LABELS[method])
+                               method=LABELS[method], primary=section.primary_metric)
