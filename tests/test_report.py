@@ -255,3 +255,6 @@ def test_table_rst_renders_without_docutils_warnings(tmp_path: Path):
     body = publish_parts(text, writer="html", settings_overrides={"halt_level": 2, "report_level": 2})["body"]
     assert "raw_logreg*|x" in html.unescape(body) and "LaBraM-Base (published)" in body
     assert body.count("<table") == 2  # the headline and every seed (no `full` run here: no paired differences)
+    # the published numbers by name and content, not by this checkout's path (the same tables from any checkout)
+    md = (tmp_path / "tables" / "table.md").read_text()
+    assert f"from `{PAPER.name}` (sha256" in md and str(PAPER.parent) not in md

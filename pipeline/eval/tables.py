@@ -416,7 +416,8 @@ def _provenance(root: Path, records: list[dict], paper_path: Path | None, lit=la
             f"metrics.json{'; pretrained: ' + ', '.join(lit(p) for p in pretrained) if pretrained else ''})")
     if paper_path is not None:
         digest = hashlib.sha256(paper_path.read_bytes()).hexdigest()[:12]
-        text += f" with published numbers from {lit(paper_path)} (sha256 {digest})"
+        # its name and content, not its checkout path: the same tables from any checkout
+        text += f" with published numbers from {lit(paper_path.name)} (sha256 {digest})"
     return text + "."
 
 
