@@ -4,14 +4,36 @@ One line every `every_s` seconds (and at the first and the last update), e.g.
     pretrain: step 150/800 (19 %) · 2.1 steps/s · ETA 5m10s · loss 3.41 · 612 patches/s
 The rate counts only what this process did since it started (a resumed run's ETA is not skewed by the steps it
 resumed from).
+
+The line goes to the stage's log (its logger) and, when the stage's stderr is a file but the process has a terminal
+(a rule run by Snakemake in a terminal: its shell sends the stage's output to the rule log), to that terminal too,
+so the console shows the training, not only the rule header. Jobs on SLURM nodes have no terminal: their rule logs
+hold the lines.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
+from typing import TextIO
 
 log = logging.getLogger(__name__)
+_UNSET = object()
+
+
+def terminal() -> TextIO | None:
+    """The process's terminal when its stderr is not that terminal already (None: no terminal, or stderr is it)."""
+    try:
+        if os.isatty(sys.stderr.fileno()):
+            return None
+    except (AttributeError, OSError, ValueError):  # a replaced stderr without a descriptor (pytest's capture)
+        pass
+    try:
+        return open("/dev/tty", "w", buffering=1)  # no controlling terminal: ENXIO
+    except OSError:
+        return None
 
 
 def duration(seconds: float) -> str:
@@ -32,6 +54,7 @@ class Progress:
         self.log = logger or log
         self.t0 = time.monotonic()
         self.last: float | None = None
+        self.console = _UNSET  # the terminal, looked up at the first line
 
     def update(self, done: int, detail: str = "") -> str | None:
         """Record `done` (absolute); the line logged, when this update logs one."""
@@ -47,4 +70,11 @@ class Progress:
         line = (f"{self.label}: {self.unit} {done}/{self.total} ({pct:.0f} %) · {rate:.3g} {self.unit}s/s · ETA {eta}"
                 + (f" · {detail}" if detail else ""))
         self.log.info("%s", line)
+        if self.console is _UNSET:
+            self.console = terminal()
+        if self.console is not None:
+            try:
+                self.console.write(line + "\n")
+            except OSError:  # the terminal went away (a closed ssh session): the log still has every line
+                self.console = None
         return line

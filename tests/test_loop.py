@@ -85,3 +85,33 @@ def test_progress_lines_are_exact(monkeypatch):
     assert p.update(80) == "tokenizer/x: step 80/100 (80 %) · 1.2 steps/s · ETA 17s"
     assert p.update(100) == "tokenizer/x: step 100/100 (100 %) · 1.33 steps/s · ETA 0s"  # the last, always
     assert [progress.duration(s) for s in (5, 75, 3600 * 3 + 4 * 60)] == ["5s", "1m15s", "3h04m"]
+
+
+_PROGRESS_SCRIPT = ("import logging, sys; logging.basicConfig(level=logging.INFO, format='%(message)s'); "
+                    "from pipeline.progress import Progress; p = Progress('pretrain/run', 2, every_s=0); "
+                    "p.update(1); p.update(2)")
+
+
+@pytest.mark.parametrize("stderr_to_log", [True, False])
+def test_progress_reaches_the_terminal_when_the_log_is_a_file(tmp_path: Path, stderr_to_log: bool):
+    """Under Snakemake in a terminal a stage's stderr is its rule log: the progress lines go to the log and to
+    the terminal (the console showed only the rule header). A stage run in the terminal itself prints them once.
+    `script` gives the stage a terminal of its own and records what reached it."""
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("script") is None:
+        pytest.fail("util-linux `script` is needed to give the stage a terminal (Debian: bsdutils)")
+    log = tmp_path / "rule.log"
+    stage = f"{shlex.quote(sys.executable)} -c {shlex.quote(_PROGRESS_SCRIPT)}"
+    if stderr_to_log:
+        stage += f" 2> {shlex.quote(str(log))}"
+    terminal = subprocess.run(["script", "-qefc", stage, str(tmp_path / "typescript")], capture_output=True,
+                              text=True, timeout=60, stdin=subprocess.DEVNULL).stdout
+    expected = ["pretrain/run: step 1/2 (50 %)", "pretrain/run: step 2/2 (100 %)"]
+    on_terminal = [line.split(" · ")[0] for line in terminal.splitlines() if line.startswith("pretrain/run")]
+    assert on_terminal == expected, terminal
+    if stderr_to_log:
+        assert [line.split(" · ")[0] for line in log.read_text().splitlines()] == expected
