@@ -160,8 +160,8 @@ def _tree(root: Path) -> Path:
 def _age(root: Path, seconds: float = 60) -> None:
     """Date every file back (so the cache may keep it: files modified in the last RECENT_S are not cached)."""
     past = time.time() - seconds
-    for _, path in source_files(root):
-        os.utime(path, (past, past))
+    for f in source_files(root):
+        os.utime(f.path, (past, past))
 
 
 @pytest.fixture
@@ -181,8 +181,8 @@ def reads(monkeypatch) -> list[str]:
 def test_the_fingerprint_follows_content_not_mtimes(tmp_path: Path):
     root, cache = _tree(tmp_path / "data"), tmp_path / "hashes.json"
     first = source_fingerprint(root, cache=cache)
-    for _, path in source_files(root):
-        os.utime(path)
+    for f in source_files(root):
+        os.utime(f.path)
     assert source_fingerprint(root, cache=cache) == first  # touched
     (root / "sub" / "b.edf").write_bytes(b"bbbB")
     changed = source_fingerprint(root, cache=cache)
@@ -252,7 +252,7 @@ def test_links_are_followed_and_a_loop_is_walked_once(tmp_path: Path):
     elsewhere = tmp_path / "elsewhere.edf"
     elsewhere.write_bytes(b"linked")
     (root / "linked.edf").symlink_to(elsewhere)
-    names = [rel for rel, _ in source_files(root)]
+    names = [f.rel for f in source_files(root)]
     assert names == ["a.edf", "linked.edf", "sub/b.edf", "sub/deep/c.tsv"]
     before = source_fingerprint(root, cache=tmp_path / "hashes.json")
     elsewhere.write_bytes(b"LINKED")

@@ -24,6 +24,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 from pipeline.store.atomic import write_text_atomic
 from pipeline.store.fingerprint import sha256_file
@@ -35,24 +36,41 @@ RECENT_S = 2.0  # files modified this recently are hashed but not cached (one ti
 _LOUD_BYTES = 1 << 30  # hashing more than this says so on stderr (the first DAG build of a large corpus)
 
 
-def source_files(root: str | Path) -> list[tuple[str, Path]]:
-    """(path relative to `root` in posix form, absolute path) of every file under `root`, sorted; `root` itself when
-    it is a file. Links are followed; each real folder is entered once."""
-    root = Path(root)
-    if root.is_file():
-        return [(root.name, root.absolute())]
-    found: list[tuple[str, Path]] = []
+class SourceFile(NamedTuple):
+    rel: str  # path relative to the dataset's root, posix
+    path: str  # the path as walked
+    key: str  # the real path (links resolved): the cache key with size and mtime
+    size: int
+    mtime_ns: int
+
+
+def _entry(rel: str, path: str, key: str, st: os.stat_result) -> SourceFile:
+    return SourceFile(rel, path, key, st.st_size, st.st_mtime_ns)
+
+
+def source_files(root: str | Path) -> list[SourceFile]:
+    """Every file under `root` (`root` itself when it is a file), sorted by relative path. Links are followed; each
+    real folder is entered once. One stat per file and one realpath per folder: the cost of a DAG build."""
+    root = os.fspath(root)
+    if os.path.isfile(root):
+        return [_entry(os.path.basename(root), root, os.path.realpath(root), os.stat(root))]
+    found: list[SourceFile] = []
     seen: set[str] = set()
-    for folder, dirs, names in os.walk(root, followlinks=True):
+    stack = [(root, "")]
+    while stack:
+        folder, prefix = stack.pop()
         real = os.path.realpath(folder)
         if real in seen:
-            dirs[:] = []
             continue
         seen.add(real)
-        for name in names:
-            path = Path(folder) / name
-            if path.is_file():
-                found.append((path.relative_to(root).as_posix(), path.absolute()))
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                rel = prefix + entry.name
+                if entry.is_dir():
+                    stack.append((entry.path, rel + "/"))
+                elif entry.is_file():
+                    key = os.path.realpath(entry.path) if entry.is_symlink() else f"{real}/{entry.name}"
+                    found.append(_entry(rel, entry.path, key, entry.stat()))
     return sorted(found)
 
 
@@ -66,46 +84,39 @@ def _load(cache: Path) -> dict[str, list]:
     return data["files"]
 
 
-def file_digests(files: list[Path], *, cache: str | Path, workers: int | None = None) -> list[str]:
+def file_digests(files: list[SourceFile], *, cache: str | Path, workers: int | None = None) -> list[str]:
     """sha256 of each file, read only where (real path, size, mtime_ns) is not in `cache`; the cache is rewritten
     to hold exactly these files when anything changed."""
     cache = Path(cache)
     known = _load(cache)
     started_ns = time.time_ns()
-    keys, stats, digests = [], [], {}
-    for path in files:
-        st = path.stat()
-        key = os.path.realpath(path)
-        keys.append(key)
-        stats.append((st.st_size, st.st_mtime_ns))
-        entry = known.get(key)
-        if isinstance(entry, list) and len(entry) == 3 and tuple(entry[:2]) == (st.st_size, st.st_mtime_ns):
-            digests[key] = entry[2]
-    missing = sorted({k for k in keys if k not in digests})
+    digests = {}
+    for f in files:
+        entry = known.get(f.key)
+        if isinstance(entry, list) and len(entry) == 3 and entry[0] == f.size and entry[1] == f.mtime_ns:
+            digests[f.key] = entry[2]
+    missing = {f.key: f for f in files if f.key not in digests}
     if missing:
-        todo = set(missing)
-        size = sum(s for k, (s, _) in dict(zip(keys, stats)).items() if k in todo)
+        size = sum(f.size for f in missing.values())
         if size > _LOUD_BYTES:
             log.warning("hashing %d source files (%.1f GB) for the rerun check; cached in %s", len(missing),
                         size / 1e9, cache)
         with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
             digests.update(zip(missing, pool.map(sha256_file, missing)))
     recent = started_ns - int(RECENT_S * 1e9)
-    entries = {k: [s, m, digests[k]] for k, (s, m) in zip(keys, stats) if m < recent}
+    entries = {f.key: [f.size, f.mtime_ns, digests[f.key]] for f in files if f.mtime_ns < recent}
     if entries != known:
         write_text_atomic(cache, json.dumps({"version": CACHE_VERSION, "files": entries}))
-    return [digests[k] for k in keys]
+    return [digests[f.key] for f in files]
 
 
 def source_fingerprint(root: str | Path, *, cache: str | Path) -> str:
     """sha256 of (relative path, content sha256) of every file under `root`; "" when `root` does not exist
     (ingest's missing input says so)."""
-    root = Path(root)
-    if not root.exists():
+    if not os.path.exists(root):
         return ""
     files = source_files(root)
-    digests = file_digests([p for _, p in files], cache=cache)
     h = hashlib.sha256()
-    for (rel, _), digest in zip(files, digests):
-        h.update(f"{rel}\t{digest}\n".encode())
+    for f, digest in zip(files, file_digests(files, cache=cache)):
+        h.update(f"{f.rel}\t{digest}\n".encode())
     return h.hexdigest()
