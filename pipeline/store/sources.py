@@ -36,7 +36,7 @@ RECENT_S = 2.0  # files modified this recently are hashed but not cached (one ti
 _LOUD_BYTES = 1 << 30  # hashing more than this says so on stderr (the first DAG build of a large corpus)
 
 
-class SourceFile(NamedTuple):
+class SourceStat(NamedTuple):
     rel: str  # path relative to the dataset's root, posix
     path: str  # the path as walked
     key: str  # the real path (links resolved): the cache key with size and mtime
@@ -44,17 +44,17 @@ class SourceFile(NamedTuple):
     mtime_ns: int
 
 
-def _entry(rel: str, path: str, key: str, st: os.stat_result) -> SourceFile:
-    return SourceFile(rel, path, key, st.st_size, st.st_mtime_ns)
+def _entry(rel: str, path: str, key: str, st: os.stat_result) -> SourceStat:
+    return SourceStat(rel, path, key, st.st_size, st.st_mtime_ns)
 
 
-def source_files(root: str | Path) -> list[SourceFile]:
+def source_files(root: str | Path) -> list[SourceStat]:
     """Every file under `root` (`root` itself when it is a file), sorted by relative path. Links are followed; each
     real folder is entered once. One stat per file and one realpath per folder: the cost of a DAG build."""
     root = os.fspath(root)
     if os.path.isfile(root):
         return [_entry(os.path.basename(root), root, os.path.realpath(root), os.stat(root))]
-    found: list[SourceFile] = []
+    found: list[SourceStat] = []
     seen: set[str] = set()
     stack = [(root, "")]
     while stack:
@@ -84,7 +84,7 @@ def _load(cache: Path) -> dict[str, list]:
     return data["files"]
 
 
-def file_digests(files: list[SourceFile], *, cache: str | Path, workers: int | None = None) -> list[str]:
+def file_digests(files: list[SourceStat], *, cache: str | Path, workers: int | None = None) -> list[str]:
     """sha256 of each file, read only where (real path, size, mtime_ns) is not in `cache`; the cache is rewritten
     to hold exactly these files when anything changed."""
     cache = Path(cache)
