@@ -26,7 +26,6 @@ class PaperDag:
     workdir: Path
     configs: tuple[Path, ...]  # config/config.yaml, then the test's paths (relative to the workdir: copies work)
     downstream: tuple[str, ...]
-    pretrain: tuple[str, ...]  # the pretraining corpus
     planned: tuple[dict[str, Any], ...]  # every job of the first dry run (nothing existed yet)
     all_input: tuple[str, ...]  # what rule `all` asked for in that dry run
 
@@ -41,8 +40,7 @@ class PaperDag:
 
     def copy(self, dst: Path) -> "PaperDag":
         """An equally finished copy (outputs, stand-in data and Snakemake's metadata, mtimes kept) to change."""
-        return PaperDag(copy_workdir(self.workdir, dst), self.configs, self.downstream, self.pretrain, self.planned,
-                        self.all_input)
+        return PaperDag(copy_workdir(self.workdir, dst), self.configs, self.downstream, self.planned, self.all_input)
 
 
 def rule_all_input(proc: subprocess.CompletedProcess) -> list[str]:
@@ -93,5 +91,4 @@ def paper_dag(repo_root: Path, tmp_path_factory) -> PaperDag:
     assert nothing_to_do(run("-n"))
     return PaperDag(work, configs,
                     downstream=tuple(n for n, d in raw["datasets"].items() if d.get("labels", {}).get("mode")),
-                    pretrain=tuple(n for n, d in raw["datasets"].items() if d.get("role") in ("pretrain", "both")),
                     planned=tuple(jobs), all_input=tuple(rule_all_input(first)))
