@@ -118,3 +118,6 @@ def build_demo_shards(demo_corpus: Path, root: Path, *, window_s: float, chunk_w
 def demo_shards(demo_corpus: Path, tmp_path_factory) -> list[Path]:
     """The demo EEG at 10 s windows (short windows keep model tests fast)."""
     return build_demo_shards(demo_corpus, tmp_path_factory.mktemp("demo_shards"), window_s=10, chunk_windows=8)
+
+
+from paper_dag import paper_dag  # noqa: E402,F401  (session fixture: the paper config's DAG, marked done)

@@ -9,18 +9,17 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import zarr
 import pytest
-import yaml
 
 from pipeline.store.zarr_store import open_shard
-from workflow_helpers import (TEST_CONFIG, TEST_RESULTS, Finished, changed, make_workdir, nothing_to_do, output,
-                              planned_jobs, snakemake, tail, tiny_config, write_config)
+from paper_dag import PAPER_METHODS, PaperDag
+from workflow_helpers import (TEST_CONFIG, TEST_RESULTS, Finished, changed, make_workdir, output, snakemake, tail,
+                              tiny_config, write_config)
 
 
 @pytest.mark.slow
@@ -170,71 +169,12 @@ def test_the_users_slurm_command_resolves_the_profile_in_the_repository_root(rep
 # the paper config's DAG: what one more seed, method or ablation plans (dry runs over tiny stand-in files)
 
 
-PAPER_VARIANTS = ("ddrvq_time", "ddrvq_freq", "labram")
-PAPER_METHODS = ("full", "probe", "scratch", "ablation-random-mask", "ablation-flat-heads", "ablation-ours-time-bias",
-                 "ablation-ours-pos-std", "ablation-ours", *(f"tokenizer-{v}" for v in PAPER_VARIANTS), "logreg",
-                 "raw_logreg", "tangent_logreg", "eegnet", "shallow_fbcsp", "labram_scratch", "cbramod_scratch")
-
-
-@dataclass(frozen=True)
-class PaperDag:
-    workdir: Path
-    configs: tuple[Path, ...]  # config/config.yaml, then the test's paths
-    downstream: tuple[str, ...]
-
-    def dry_run(self, tmp: Path, changes: dict) -> list[dict]:
-        extra = write_config(tmp / "change.yaml", changes)
-        proc = snakemake(self.workdir, (*self.configs, extra), "all", "-n", timeout=300)
-        assert proc.returncode == 0, tail(proc)
-        return planned_jobs(proc)
-
-
-@pytest.fixture(scope="module")
-def paper_dag(repo_root: Path, tmp_path_factory) -> PaperDag:
-    """config/config.yaml with every dataset's path at a tiny file this fixture writes, its whole DAG marked done by
-    `snakemake --touch` (outputs created empty, Snakemake's metadata recorded as after real runs; nothing trains)."""
-    from pipeline.config import merge_dataset_files
-
-    work = tmp_path_factory.mktemp("paper")
-    raw = merge_dataset_files(yaml.safe_load((repo_root / "config" / "config.yaml").read_text()), base_dir=repo_root)
-    paths = {}
-    for name in raw["datasets"]:
-        folder = work / "data" / name
-        folder.mkdir(parents=True)
-        (folder / "recording.edf").write_bytes(b"0")
-        paths[name] = {"path": str(folder)}
-    configs = (repo_root / "config" / "config.yaml", write_config(work / "paths.yaml", {"datasets": paths}))
-    dag = PaperDag(work, configs, tuple(n for n, d in raw["datasets"].items() if d.get("labels", {}).get("mode")))
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        proc = snakemake(work, configs, "all", *args, timeout=600)
-        assert proc.returncode == 0, tail(proc)
-        return proc
-
-    jobs = planned_jobs(run("-n"))
-    # the main run plus the tokenizer, mask, head and our-additions ablations, each pretrained and fine-tuned
-    assert {j["wildcards"]["tok"] for j in jobs if j["rule"] == "train_tokenizer"} == {
-        "ddrvq-base", *(f"ddrvq-base-{v}" for v in PAPER_VARIANTS)}
-    assert {j["wildcards"]["run"] for j in jobs if j["rule"] == "pretrain"} == {
-        "brainrvq-base", "random-mask", "flat-heads", "ours-time-bias", "ours-pos-std", "ours",
-        *(f"tokenizer-{v}" for v in PAPER_VARIANTS)}
-    assert sum(j["rule"] == "finetune" for j in jobs) == 8 * len(PAPER_METHODS) * 5  # datasets × methods × seeds
-    directories = {"preprocess", "patch", "samples", "extract_codes"}  # directory() outputs
-    for job in jobs:
-        for out in job["output"]:
-            (work / out).parent.mkdir(parents=True, exist_ok=True)
-            (work / out).mkdir() if job["rule"] in directories else (work / out).write_bytes(b"")
-    run("--touch", "--forceall")
-    assert nothing_to_do(run("-n"))
-    return dag
-
-
 def _counts(jobs: list[dict]) -> dict[str, int]:
     return dict(collections.Counter(j["rule"] for j in jobs))
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("paper_dag")  # one worker builds the module's paper DAG
+@pytest.mark.xdist_group("paper_dag")  # one worker builds the session's paper DAG (tests/paper_dag.py)
 def test_paper_config_one_more_seed_plans_one_job_per_dataset_and_method(paper_dag: PaperDag, tmp_path: Path):
     jobs = paper_dag.dry_run(tmp_path, {"finetune": {"seeds": [0, 1, 2, 3, 4, 5]}})
     assert _counts(jobs) == {"finetune": 8 * len(PAPER_METHODS), "tables": 1}

@@ -10,6 +10,7 @@ import re
 import sys
 
 from pipeline.config import BASELINE_METHODS, CLASSICAL_METHODS, job_settings_json, stage_settings_json, tokenizer_run
+from pipeline.store.sources import source_fingerprint
 
 # CFG: the typed config, parsed and checked by the Snakefile
 RESULTS = CFG.results
@@ -19,6 +20,7 @@ PY = sys.executable  # the interpreter running snakemake: the project's venv, on
 SCHEDULER = ["--scheduler", CFG.dask.scheduler] if CFG.dask.scheduler else []
 DATASETS = list(CFG.datasets)
 DEMO_STAMP = f"{CACHE}/demo/fetched.json"
+SOURCE_HASHES = f"{RESULTS}/.source-hashes"  # per user dataset: its files' sha256 by (path, size, mtime) (data.smk)
 PAPER_TABLES = f"{workflow.basedir}/config/paper_tables.yaml"  # the published numbers the tables print beside ours
 TOKENIZER = CFG.tokenizer
 PRETRAIN = CFG.pretrain
@@ -98,8 +100,12 @@ def all_shards():
     return [f"{RESULTS}/{ds}/shards" for ds in DATASETS]
 
 
+def pretrain_datasets():
+    return [name for name, ds in CFG.datasets.items() if ds.role in ("pretrain", "both")]
+
+
 def pretrain_shards():
-    return [f"{RESULTS}/{name}/shards" for name, ds in CFG.datasets.items() if ds.role in ("pretrain", "both")]
+    return [f"{RESULTS}/{name}/shards" for name in pretrain_datasets()]
 
 
 def tokenizer_dir(tok):
@@ -116,7 +122,7 @@ def tokenizer_model(tok):
 def pretrain_codes(run):
     """Code folders of the pretraining datasets for pretraining run `run`: its tokenizer's, or (main tokenizer only)
     an existing store (`pretrain.codes`)."""
-    names = [name for name, ds in CFG.datasets.items() if ds.role in ("pretrain", "both")]
+    names = pretrain_datasets()
     tok = RUN_TOKENIZER[run]
     if PRETRAIN.codes and tok == TOKENIZER.name:
         return [ancient(f"{PRETRAIN.codes}/{name}") for name in names]
@@ -155,12 +161,29 @@ def finetune_outputs():
             for s in FINETUNE.seeds]
 
 
+def dataset_outputs(name):
+    """What the data plane publishes for a dataset the DAG uses: ingest → standardize, then shards (a pretraining
+    dataset) and samples (a labelled downstream one). Not preprocessed/: the one intermediate a user may delete to
+    free disk once shards and samples exist (TUEG's is terabytes); requested, its deletion would rerun the chain."""
+    ds = CFG.datasets[name]
+    out = [f"{RESULTS}/{name}/{leaf}" for leaf in ("manifest.parquet", "events.parquet", "montage.parquet")]
+    out += [f"{RESULTS}/{name}/shards"] if name in pretrain_datasets() else []
+    out += [f"{RESULTS}/{name}/samples"] if name in DOWNSTREAM else []
+    return ([DEMO_STAMP] if ds.fetch == "demo" else []) + out
+
+
 def all_outputs():
-    tokenizer = [f"{RESULTS}/tokenizer/{tok}/metrics.json" for tok in TOKENIZERS
-                 if not (tok == TOKENIZER.name and TOKENIZER.pretrained)]
-    pretrain = [f"{RESULTS}/pretrain/{run}/metrics.json" for run in PRETRAIN_RUNS]
-    # every file of the tables, the report's figures included: a workdir from before a new one reruns the tables
-    tables = [f"{RESULTS}/tables/{name}" for name in ("table.md", "table.rst", "summary.csv", "results.csv",
-                                                        "paired.csv", "results.png", "finetune_curves.png")
-              ] if DOWNSTREAM else []
-    return tokenizer + pretrain + tables
+    """Every output of the DAG but the preprocessed stores, not only its last ones. Snakemake 9 checks a job for
+    missing output only when it is a target or a job that depends on it must run (dag.py update_needrun): a
+    fine-tuning folder deleted under an up-to-date table.md was never rebuilt. Requested here, a deleted output is
+    rebuilt by the next plain run, and what depends on it reruns (tests/test_data_reruns.py keeps this list equal to
+    the DAG's outputs). The training rules' outputs come from the rules themselves (a new figure is a target too)."""
+    used = dict.fromkeys(pretrain_datasets() + DOWNSTREAM)  # datasets some rule reads, in config order
+    data = [path for name in CFG.datasets if name in used for path in dataset_outputs(name)]
+    trained = [tok for tok in TOKENIZERS if not (tok == TOKENIZER.name and TOKENIZER.pretrained)]
+    tokenizer = expand(list(rules.train_tokenizer.output), tok=trained)
+    codes = [path for run in PRETRAIN_RUNS for path in pretrain_codes(run)
+             if not (PRETRAIN.codes and RUN_TOKENIZER[run] == TOKENIZER.name)]  # an existing store: no output
+    pretrain = expand(list(rules.pretrain.output), run=PRETRAIN_RUNS)
+    tables = list(rules.tables.output) if DOWNSTREAM else []
+    return list(dict.fromkeys(data + tokenizer + codes + pretrain + finetune_outputs() + tables))

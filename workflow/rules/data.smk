@@ -14,8 +14,24 @@ rule fetch_demo_corpus:
 
 def ingest_input(wc):
     ds = CFG.datasets[wc.dataset]
-    # Demo data arrive through the fetch rule; user data must exist (their mtime is not a trigger).
+    # Demo data arrive through the fetch rule; user data must exist. Their mtime is no trigger (ancient): their
+    # content is, through the `content` param.
     return DEMO_STAMP if ds.fetch == "demo" else ancient(ds.path)
+
+
+def source_content(wc):
+    """params entry: the content fingerprint of a user dataset's files (pipeline.store.sources; file sha256s cached
+    by path, size and mtime in SOURCE_HASHES), so a changed, added or removed file reruns its ingest and what follows,
+    and a touch reruns nothing. Demo data: "" (the fetch rule's settings pin their content)."""
+    ds = CFG.datasets[wc.dataset]
+    if ds.fetch == "demo":
+        return ""
+    if wc.dataset not in _SOURCE_CONTENT:  # once per Snakemake process: jobs are re-created while the DAG is built
+        _SOURCE_CONTENT[wc.dataset] = source_fingerprint(ds.path, cache=f"{SOURCE_HASHES}/{wc.dataset}.json")
+    return _SOURCE_CONTENT[wc.dataset]
+
+
+_SOURCE_CONTENT = {}
 
 
 rule ingest:
@@ -26,6 +42,7 @@ rule ingest:
         events=f"{RESULTS}/{{dataset}}/events.parquet",
     params:
         settings=settings("ingest"),
+        content=source_content,
         source=lambda wc: CFG.datasets[wc.dataset].path,
         fmt=lambda wc: CFG.datasets[wc.dataset].format,
         out=lambda wc: f"{RESULTS}/{wc.dataset}",
