@@ -17,6 +17,8 @@ CACHE = CFG.cache
 PY = sys.executable  # the interpreter running snakemake: the project's venv, on every node (shell only, never params)
 # An existing dask scheduler (preprocess, patch, samples): how the job runs, not what it computes, so not a param
 SCHEDULER = ["--scheduler", CFG.dask.scheduler] if CFG.dask.scheduler else []
+# ... and below how many recordings a stage runs them in-process instead of starting a local cluster (same reason)
+SCHEDULER += ["--cluster-min-recordings", str(CFG.dask.cluster_min_recordings)]
 DATASETS = list(CFG.datasets)
 DEMO_STAMP = f"{CACHE}/demo/fetched.json"
 PAPER_TABLES = f"{workflow.basedir}/config/paper_tables.yaml"  # the published numbers the tables print beside ours
