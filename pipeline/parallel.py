@@ -83,6 +83,7 @@ def dask_client(*, scheduler: str | None, n_workers: int) -> Iterator[object | N
     with _quiet_distributed():
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
                                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+        log.info("local dask cluster: %d worker processes", n_workers)
         try:
             with Client(cluster) as client:
                 yield client
