@@ -8,9 +8,10 @@ process, when one worker suffices (`n_workers=1`, or a single item) or when ther
 wall time and each worker's imports, more than two workers save on a few recordings
 (docs/benchmarks.md, "Start-up"). An existing scheduler is always used when given: it costs no start-up.
 
-A local cluster is shut down worker by worker, then the scheduler: when two workers close at once, the
-scheduler tells the one still closing that the other left, and that write fails with a logged
-CommClosedError traceback (in a run that succeeded). distributed's INFO chatter (nanny and scheduler
+A local cluster is shut down in an order that logs nothing in a run that succeeded: the workers' heartbeats
+stop first (one in flight while the scheduler drops its worker fails, and the worker logs a CommClosedError
+traceback), then the workers close one by one (when two close at once, the scheduler tells the one still
+closing that the other left, and that write fails with the same traceback), then the scheduler. distributed's INFO chatter (nanny and scheduler
 start/stop lines) is kept out of the stage's log; its warnings and errors stay.
 
 The mapped function must not raise for a bad recording: stages catch per-recording problems and
@@ -53,6 +54,15 @@ def _quiet_distributed() -> Iterator[None]:
         logger.setLevel(before)
 
 
+def _stop_heartbeats(dask_worker) -> None:
+    """Run on each worker (client.run) before shutdown: a heartbeat in flight when the scheduler drops its worker
+    fails, and the worker logs that as an ERROR with a CommClosedError traceback."""
+    for name in ("heartbeat", "keep-alive"):
+        callback = dask_worker.periodic_callbacks.get(name)
+        if callback is not None:
+            callback.stop()
+
+
 def _close_workers_one_by_one(cluster) -> None:
     """Scale the local cluster down one worker at a time, each gone from the scheduler before the next goes."""
     for n in range(len(cluster.worker_spec) - 1, -1, -1):
@@ -87,6 +97,8 @@ def dask_client(*, scheduler: str | None, n_workers: int) -> Iterator[object | N
         try:
             with Client(cluster) as client:
                 yield client
+                client.run(_stop_heartbeats)
+                time.sleep(0.1)  # a heartbeat sent just before the stop gets its answer from the live scheduler
             # the client is gone and its futures with it: workers hold nothing, so closing them moves no data
             _close_workers_one_by_one(cluster)
         finally:
