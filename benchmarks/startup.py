@@ -105,7 +105,8 @@ def demo_inputs() -> dict:
     out = {}
     for name, src, fmt in (("demo_bids", corpus / "pylossless", "bids"), ("demo_physionet", corpus / "physionet", "edf")):
         d = WORK / name
-        settings = {r: job_settings_json(cfg, r, dataset=name) for r in ("ingest", "standardize", "preprocess", "patch", "samples")}
+        rules = ("ingest", "standardize", "preprocess", "patch") + (("samples",) if name == "demo_bids" else ())
+        settings = {r: job_settings_json(cfg, r, dataset=name) for r in rules}
         if not (d / "montage.parquet").is_file():
             from pipeline.config import IngestConfig, MontageConfig, load_settings
             from pipeline.prep.ingest import ingest
