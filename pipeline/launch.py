@@ -47,7 +47,7 @@ class NodePlan:
     """What one node runs: `processes` accelerate processes, on CPU (gloo) or one per GPU."""
     requested: int
     granted: int
-    cuda: int | None  # devices torch sees; None: not asked (a CPU request starts without importing torch, ~2 s)
+    cuda: int
     processes: int
     cpu: bool
 
@@ -75,9 +75,8 @@ def granted_gpus(env: Mapping[str, str]) -> tuple[int | None, str]:
     return None, ""
 
 
-def plan_node(rule: str, requested: int, env: Mapping[str, str], cuda: int | None, node: str) -> NodePlan:
-    """Check this node's grant against the request (`requested` GPUs per node); `cuda`: devices torch sees (may be
-    None when nothing was requested)."""
+def plan_node(rule: str, requested: int, env: Mapping[str, str], cuda: int, node: str) -> NodePlan:
+    """Check this node's grant against the request (`requested` GPUs per node); `cuda`: devices torch sees."""
     if requested < 0:
         raise LaunchError(f"rule {rule}: --gpus {requested} is negative")
     if requested == 0:
@@ -182,7 +181,7 @@ def launch_line(*, rule: str, node: str, env: Mapping[str, str], plan: NodePlan,
     return (f"launcher: rule={rule} node={node.split()[0]} slurm_node={env.get('SLURMD_NODENAME', 'unset')} "
             f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', 'unset') or '(empty)'} "
             f"SLURM_JOB_ID={env.get('SLURM_JOB_ID', 'unset')} requested={plan.requested} granted={plan.granted} "
-            f"cuda={'unchecked' if plan.cuda is None else plan.cuda} processes={plan.processes} machines={machines} machine_rank={machine_rank} "
+            f"cuda={plan.cuda} processes={plan.processes} machines={machines} machine_rank={machine_rank} "
             f"main={main} device={device}")
 
 
@@ -243,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"launcher: rule={args.rule} nodes={args.nodes}: {shlex.join(cmd)}", file=sys.stderr, flush=True)
             os.execvpe(cmd[0], cmd, step_env(env))
         node = node_name(env)
-        plan = plan_node(args.rule, args.gpus, env, cuda_device_count() if args.gpus > 0 else None, node)
+        plan = plan_node(args.rule, args.gpus, env, cuda_device_count(), node)
         if args.nodes > 1:
             main_ip, port = args.rendezvous.rsplit(":", 1)
             machine_rank = int(env["SLURM_NODEID"])
