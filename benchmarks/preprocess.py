@@ -207,29 +207,8 @@ def build_inputs() -> tuple[Path, Path, Path, dict]:
         meta = json.loads(meta_path.read_text())
         if meta.get("size_1h") == edf1.stat().st_size and meta.get("size_24h") == edf24.stat().st_size:
             return edf1, edf24, warm, meta
-    import edfio
-
-    from pipeline.montage import plan_montage
-
-    src = demo_corpus() / "pylossless/sub-s01/eeg/sub-s01_task-faceO_eeg.edf"
     t0 = time.perf_counter()
-    edf = edfio.read_edf(src)
-    names = [s.label for s in edf.signals]
-    assert {float(s.sampling_frequency) for s in edf.signals} == {float(SFREQ)}, "expected 256 Hz"
-    data = np.stack([s.data for s in edf.signals])  # µV, float64
-    plan = plan_montage(names, targets=targets(), positions="biosemi128")
-    if plan.missing:
-        raise RuntimeError(f"sites not placed on the biosemi128 cap: {plan.missing}")
-    x = plan.apply(data).astype(np.float64)  # [23, 1119 s]
-    del data, edf
-    n = HOUR_S * SFREQ
-    x = np.tile(x, (1, -(-n // x.shape[1])))[:, :n]
-    signals = [edfio.EdfSignal(row, SFREQ, label=name, physical_dimension="uV")
-               for row, name in zip(x, plan.targets)]
-    out = edfio.Edf(signals, data_record_duration=1.0)  # no annotations → plain EDF, no EDF+ TAL signal
-    tmp = edf1.with_suffix(".tmp")
-    out.write(tmp)
-    tmp.replace(edf1)
+    src, plan = one_hour_edf(edf1)
     _records_edf(edf1, edf24, 24 * HOUR_S)
     _records_edf(edf1, warm, WARMUP_S)
     meta = {
@@ -249,6 +228,34 @@ def build_inputs() -> tuple[Path, Path, Path, dict]:
     meta["checks"] = _check_inputs(edf1, edf24)
     meta_path.write_text(json.dumps(meta, indent=2))
     return edf1, edf24, warm, meta
+
+
+def one_hour_edf(dest: Path) -> tuple[Path, object]:
+    """The 1 h 23-channel 256 Hz EDF (real BioSemi EEG mapped by position, tiled); returns (source, montage plan)."""
+    import edfio
+
+    from pipeline.montage import plan_montage
+
+    src = demo_corpus() / "pylossless/sub-s01/eeg/sub-s01_task-faceO_eeg.edf"
+    edf = edfio.read_edf(src)
+    names = [s.label for s in edf.signals]
+    assert {float(s.sampling_frequency) for s in edf.signals} == {float(SFREQ)}, "expected 256 Hz"
+    data = np.stack([s.data for s in edf.signals])  # µV, float64
+    plan = plan_montage(names, targets=targets(), positions="biosemi128")
+    if plan.missing:
+        raise RuntimeError(f"sites not placed on the biosemi128 cap: {plan.missing}")
+    x = plan.apply(data).astype(np.float64)  # [23, 1119 s]
+    del data, edf
+    n = HOUR_S * SFREQ
+    x = np.tile(x, (1, -(-n // x.shape[1])))[:, :n]
+    signals = [edfio.EdfSignal(row, SFREQ, label=name, physical_dimension="uV")
+               for row, name in zip(x, plan.targets)]
+    out = edfio.Edf(signals, data_record_duration=1.0)  # no annotations → plain EDF, no EDF+ TAL signal
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".tmp")
+    out.write(tmp)
+    tmp.replace(dest)
+    return src, plan
 
 
 def _records_edf(src: Path, dst: Path, n_records: int) -> None:

@@ -168,6 +168,9 @@ class LabelConfig:
 class DaskConfig:
     scheduler: str | None = None  # address of an existing dask.distributed scheduler
     n_workers: int = 2  # local cluster size when no scheduler is given; 1 = run in-process
+    # a stage with fewer recordings to process runs them in-process, without starting a local cluster (whose
+    # start-up costs more wall time than 2 workers save on a few recordings: docs/benchmarks.md, "Start-up")
+    cluster_min_recordings: int = 16
 
 
 @dataclass(frozen=True)

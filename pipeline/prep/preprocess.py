@@ -179,14 +179,16 @@ def process(row: dict, store: Path, cfg: PreprocessConfig, fingerprint: str) -> 
 
 
 def preprocess(montage: str | Path, out: str | Path, cfg: PreprocessConfig = PreprocessConfig(), *,
-               n_workers: int = 1, scheduler: str | None = None, strict: bool = False) -> list[dict]:
+               n_workers: int = 1, scheduler: str | None = None, strict: bool = False,
+               cluster_min_recordings: int = 1) -> list[dict]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     progress = progress_dir(out)
     rows = read_rows(montage)
     ok = [r for r in rows if r["status"] == "ok"]
     work = functools.partial(preprocess_recording, out=str(out), cfg=cfg, strict=strict, progress=str(progress))
-    results = map_items(work, ok, scheduler=scheduler, n_workers=n_workers, desc="preprocess")
+    results = map_items(work, ok, scheduler=scheduler, n_workers=n_workers, cluster_min_items=cluster_min_recordings,
+                        desc="preprocess")
     _publish_progress(progress, out, [r["store"] for r in results])
     by_rec = {r["recording"]: r for r in results}
     table = [by_rec.get(r["recording"]) or {"recording": r["recording"], "subject": r["subject"],

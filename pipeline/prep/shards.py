@@ -142,7 +142,8 @@ def _dropped(windows, split: str) -> dict:
 
 
 def patch(preprocessed: str | Path, out: str | Path, settings: PatchSettings = PatchSettings(), *,
-          n_workers: int = 1, scheduler: str | None = None, ingested: str | Path | None = None) -> list[dict]:
+          n_workers: int = 1, scheduler: str | None = None, ingested: str | Path | None = None,
+          cluster_min_recordings: int = 1) -> list[dict]:
     preprocessed, out = Path(preprocessed), Path(out)
     table = read_rows(preprocessed / "recordings.parquet")
     ingested = Path(ingested) if ingested else preprocessed.parent
@@ -158,7 +159,8 @@ def patch(preprocessed: str | Path, out: str | Path, settings: PatchSettings = P
     items = [(str(preprocessed / r["store"]), meta.get(r["recording"], {})) for r in table if r["status"] == "ok"]
     out.mkdir(parents=True, exist_ok=True)
     work = functools.partial(patch_recording, out=str(out), settings=settings)
-    results = map_items(work, items, scheduler=scheduler, n_workers=n_workers, desc="patch")
+    results = map_items(work, items, scheduler=scheduler, n_workers=n_workers, cluster_min_items=cluster_min_recordings,
+                        desc="patch")
     rows = [row for res in results for row in res["rows"]]
     quality = window_quality(results, rows, labelled=labelled)
     summary = [{"recording": r["recording"], "status": r["status"], "reason": r["reason"]} for r in results]

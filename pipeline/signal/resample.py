@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
-from scipy import signal
 
+from .filters import lowpass_taps
 from .polyphase import FrameKernel
 
 __all__ = ["ResamplePlan", "plan_resample"]
@@ -115,6 +115,8 @@ class ResamplePlan:
             y = self.kernel.apply(xp, -(-(z1 - z0) // self.kernel.frame_out))
             return y[:, : z1 - z0]
         # upfirdn cannot reflect a single sample (it crashes); both mean "hold it"
+        from scipy import signal  # only here: the BLAS path above needs no scipy.signal (~0.6 s to import)
+
         pad = EDGE_PAD if x.shape[-1] > 1 else "edge"
         y = signal.resample_poly(
             x, self.up, self.down, axis=-1, window=self.taps, padtype=pad
@@ -186,9 +188,7 @@ def plan_resample(
     if not up == down == 1:
         half = _HALF_LEN_PER_RATE * max(up, down)
         taps = _unit_dc_phases(
-            signal.firwin(
-                2 * half + 1, 1.0 / max(up, down), window=("kaiser", _KAISER_BETA)
-            ),
+            lowpass_taps(2 * half + 1, 1.0 / max(up, down), np.kaiser(2 * half + 1, _KAISER_BETA)),
             up,
         )
         kernel = FrameKernel.build(taps * up, up=up, down=down)

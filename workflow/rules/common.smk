@@ -18,6 +18,8 @@ CACHE = CFG.cache
 PY = sys.executable  # the interpreter running snakemake: the project's venv, on every node (shell only, never params)
 # An existing dask scheduler (preprocess, patch, samples): how the job runs, not what it computes, so not a param
 SCHEDULER = ["--scheduler", CFG.dask.scheduler] if CFG.dask.scheduler else []
+# ... and below how many recordings a stage runs them in-process instead of starting a local cluster (same reason)
+SCHEDULER += ["--cluster-min-recordings", str(CFG.dask.cluster_min_recordings)]
 DATASETS = list(CFG.datasets)
 DEMO_STAMP = f"{CACHE}/demo/fetched.json"
 SOURCE_HASHES = f"{RESULTS}/.source-hashes"  # per user dataset: its files' sha256 by (path, size, mtime) (data.smk)
