@@ -11,8 +11,12 @@ wall time and each worker's imports, more than two workers save on a few recordi
 A local cluster is shut down in an order that logs nothing in a run that succeeded: the workers' heartbeats
 stop first (one in flight while the scheduler drops its worker fails, and the worker logs a CommClosedError
 traceback), then the workers close one by one (when two close at once, the scheduler tells the one still
-closing that the other left, and that write fails with the same traceback), then the scheduler. distributed's INFO chatter (nanny and scheduler
-start/stop lines) is kept out of the stage's log; its warnings and errors stay.
+closing that the other left, and that write fails with the same traceback), then the scheduler.
+distributed's INFO chatter (nanny and scheduler start/stop lines) is kept out of the stage's log; its warnings and
+errors stay.
+
+Progress: `pipeline.progress.Progress` lines (items done / total, rate, ETA) every 30 s in the stage's log, and on
+the terminal when Snakemake runs in one (tqdm's bar drew nothing into a rule log).
 
 The mapped function must not raise for a bad recording: stages catch per-recording problems and
 return a rejected row, so one corrupt file never takes the others down.
@@ -25,7 +29,7 @@ import logging
 import time
 from typing import Callable, Iterator, Sequence, TypeVar
 
-from tqdm import tqdm
+from pipeline.progress import Progress
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -116,13 +120,20 @@ def map_items(fn: Callable[[T], R], items: Sequence[T], *, scheduler: str | None
         if scheduler is None and min(n_workers, len(items)) > 1:
             log.info("%s: %d %s(s), fewer than dask.cluster_min_recordings=%d: in-process, no dask cluster",
                      desc or "map", len(items), unit, cluster_min_items)
-        return [fn(item) for item in tqdm(items, desc=desc, unit=unit, disable=None)]
+        progress = Progress(desc or "map", len(items), unit=unit)
+        results = []
+        for item in items:
+            results.append(fn(item))
+            progress.update(len(results))
+        return results
     with dask_client(scheduler=scheduler, n_workers=min(n_workers, len(items))) as client:
         from distributed import as_completed
 
         futures = client.map(fn, items, pure=False)
         order = {f.key: i for i, f in enumerate(futures)}
         results: list = [None] * len(items)
-        for fut in tqdm(as_completed(futures), total=len(futures), desc=desc, unit=unit, disable=None):
+        progress = Progress(desc or "map", len(items), unit=unit)
+        for done, fut in enumerate(as_completed(futures), 1):
             results[order[fut.key]] = fut.result()
+            progress.update(done)
         return results

@@ -326,8 +326,11 @@ def test_a_stage_on_a_local_cluster_logs_no_traceback(physionet_edf: Path, tmp_p
         assert "local dask cluster: 2 worker processes" in log and "distributed" in imported
         assert "Traceback" not in log and "CommClosedError" not in log, log
         assert "Start Nanny" not in log  # distributed's INFO chatter stays out of the stage log
+        # recordings done / total with rate and ETA, in the log (tqdm's bar drew nothing into a file)
+        assert f"{args[0]}: recording 2/2 (100 %) · " in log and " · ETA 0s" in log, log
     assert len(pl.read_parquet(tmp_path / "shards" / "index.parquet")["recording"].unique()) == 2
     imported, log = _stage_process("preprocess", str(tmp_path / "montage.parquet"), "--out", str(tmp_path / "pre1"),
                                    "--settings", json.dumps(to_dict(PRE)), "--workers", "2",
                                    "--cluster-min-recordings", "3", cwd=repo)
     assert "distributed" not in imported and "in-process, no dask cluster" in log
+    assert "preprocess: recording 2/2 (100 %) · " in log, log

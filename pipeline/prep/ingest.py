@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from tqdm import tqdm
 
 from pipeline.config import IngestConfig
 from pipeline.io.discover import discover
@@ -18,6 +17,7 @@ from pipeline.io.readers import data_offset, open_recording
 from pipeline.io.recording import RecordingError
 from pipeline.io.source import SourceFile
 from pipeline.prep.report import finish_stage
+from pipeline.progress import Progress
 from pipeline.store.fingerprint import file_hashes
 from pipeline.store.tables import EVENTS_SCHEMA, MANIFEST_SCHEMA, write_rows
 
@@ -92,7 +92,8 @@ def ingest(source: str | Path, out: str | Path, *, dataset: str | None = None, f
     files = discover(source, fmt=fmt, subject_regex=cfg.subject_regex, honour_bids_status=cfg.honour_bids_status)
     rows, events = [], []
     seen_content: dict[str, str] = {}
-    for src in tqdm(files, desc=f"ingest {dataset}", unit="file", disable=None):
+    progress = Progress(f"ingest {dataset}", len(files), unit="file")
+    for src in files:
         row = source_row(src, dataset)
         try:
             ev = read_into(row, src, cfg)
@@ -108,6 +109,7 @@ def ingest(source: str | Path, out: str | Path, *, dataset: str | None = None, f
             row.update(status="rejected", reason=str(exc))
             log.warning("rejected %s", exc)
         rows.append(row)
+        progress.update(len(rows))
     write_rows(rows, MANIFEST_SCHEMA, out / "manifest.parquet")
     write_rows(events, EVENTS_SCHEMA, out / "events.parquet")
     finish_stage("ingest", rows, what=f"{source}")
