@@ -98,10 +98,6 @@ def torch_resources(rule_name, gpu=True):
     return out
 
 
-def all_shards():
-    return [f"{RESULTS}/{ds}/shards" for ds in DATASETS]
-
-
 def pretrain_datasets():
     return [name for name, ds in CFG.datasets.items() if ds.role in ("pretrain", "both")]
 
