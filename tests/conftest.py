@@ -57,7 +57,7 @@ def bids_root(demo_corpus: Path) -> Path:
 
 # The order pytest-xdist hands out work (make test: --dist loadgroup --no-loadscope-reorder, so this order and not
 # the groups' sizes decides). A worker holds the unit it runs plus the next one or two, so: the demo pretraining test
-# (≈3.5 min on one core) to one worker, the tiny-DAG group (the longest unit, ≈8 min) to the other, then one quick
+# (≈3 min on one core) to one worker, the tiny-DAG group (the longest unit, ≈5 min) to the other, then one quick
 # test — the one that waits behind the demo test — and only then the other long groups, which the first worker to
 # drain picks up (before, a size-sorted queue left a group of tests waiting behind the demo test while the other
 # worker idled).
