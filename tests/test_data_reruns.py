@@ -8,7 +8,6 @@ fingerprint and its hash cache."""
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import shutil
@@ -20,14 +19,10 @@ import pytest
 from paper_dag import PAPER_METHODS, PaperDag
 from pipeline.store import sources
 from pipeline.store.sources import source_files, source_fingerprint
-from workflow_helpers import TEST_RESULTS, Finished, nothing_to_do, planned_jobs, snakemake, tail
+from workflow_helpers import TEST_RESULTS, Finished, nothing_to_do, planned_jobs, rule_counts, snakemake, tail
 
 PAPER = "results/paper"  # config/config.yaml's results
 N_SEEDS = 5
-
-
-def _counts(jobs: list[dict]) -> dict[str, int]:
-    return dict(collections.Counter(j["rule"] for j in jobs))
 
 
 def _of(jobs: list[dict], rule: str, key: str = "dataset") -> set[str]:
@@ -38,8 +33,8 @@ def _one_downstream_chain(jobs: list[dict], ds: str, *, ingest: bool = True) -> 
     """`jobs` are one downstream-only dataset's chain: ingest (when its input changed) → standardize → preprocess →
     samples → its fine-tuning jobs → tables, and nothing of the tokenizer, pretraining or another dataset."""
     head = {"ingest": 1} if ingest else {}
-    assert _counts(jobs) == {**head, "standardize": 1, "preprocess": 1, "samples": 1,
-                             "finetune": len(PAPER_METHODS) * N_SEEDS, "tables": 1}, _counts(jobs)
+    assert rule_counts(jobs) == {**head, "standardize": 1, "preprocess": 1, "samples": 1,
+                             "finetune": len(PAPER_METHODS) * N_SEEDS, "tables": 1}, rule_counts(jobs)
     assert {j["wildcards"].get("dataset") for j in jobs if j["rule"] != "tables"} == {ds}
 
 
@@ -73,7 +68,7 @@ def test_a_changed_pretraining_file_reruns_the_tokenizer_and_pretraining(paper_d
     dag = paper_dag.copy(tmp_path / "work")
     (dag.workdir / "data" / "tueg" / "recording.edf").write_bytes(b"1")
     jobs = planned_jobs(dag.run("all", "-n"))
-    counts = _counts(jobs)
+    counts = rule_counts(jobs)
     assert _of(jobs, "ingest") == {"tueg"} and _of(jobs, "preprocess") == {"tueg"}
     assert counts["train_tokenizer"] == 4 and counts["pretrain"] == 9  # the main tokenizer + 3 variants; 9 runs
     assert counts["finetune"] == 8 * len(PAPER_METHODS) * N_SEEDS - 8 * 7 * N_SEEDS  # all but the 7 baselines
@@ -105,13 +100,13 @@ def test_deleted_outputs_are_rebuilt_by_the_next_plain_run(paper_dag: PaperDag, 
     # a deleted preprocessed store (disk freed once shards exist) is not a reason to rerun anything
     shutil.rmtree(dag.workdir / PAPER / "tueg" / "preprocessed")
     jobs = planned_jobs(dag.run("all", "-n"))
-    assert _counts(jobs) == {"finetune": 2, "tables": 1}
+    assert rule_counts(jobs) == {"finetune": 2, "tables": 1}
     assert {(j["wildcards"]["dataset"], j["wildcards"]["method"], j["wildcards"]["seed"])
             for j in jobs if j["rule"] == "finetune"} == {("tuab", "full", "0"), ("tuab", "full", "3")}
     # a deleted intermediate is rebuilt too, and what depends on it reruns (Snakemake compares mtimes)
     (dag.workdir / PAPER / "tuev" / "montage.parquet").unlink()
     jobs = planned_jobs(dag.run("all", "-n"))
-    assert _of(jobs, "standardize") == {"tuev"} and "ingest" not in _counts(jobs)
+    assert _of(jobs, "standardize") == {"tuev"} and "ingest" not in rule_counts(jobs)
     assert {(j["wildcards"]["dataset"], j["wildcards"]["method"]) for j in jobs if j["rule"] == "finetune"} == {
         *(("tuev", m) for m in PAPER_METHODS), ("tuab", "full")}
 
@@ -125,7 +120,7 @@ def test_a_deleted_fine_tuning_folder_is_rebuilt_for_real(finished: Finished):
     before = json.loads((seed / "metrics.json").read_text())
     shutil.rmtree(seed)
     dry = snakemake(work, finished.config, "all", "-n")
-    assert _counts(planned_jobs(dry)) == {"finetune": 1, "tables": 1}, tail(dry)
+    assert rule_counts(planned_jobs(dry)) == {"finetune": 1, "tables": 1}, tail(dry)
     proc = snakemake(work, finished.config, "all")
     assert proc.returncode == 0, tail(proc)
     assert json.loads((seed / "metrics.json").read_text())["test"] == before["test"]  # same seed, same result
@@ -142,12 +137,12 @@ def test_forcing_one_datasets_ingest_reaches_pretraining_only_from_the_corpus(pa
     """`--forcerun ingest` names a rule, and Snakemake forces every job of it (dag.py `is_forced`): all nine ingests,
     TUEG's among them, so the tokenizers and every pretraining run. One dataset is forced by its own output file."""
     everything = planned_jobs(paper_dag.run("all", "-n", "--forcerun", "ingest"))
-    assert len(_of(everything, "ingest")) == 9 and _counts(everything)["train_tokenizer"] == 4
+    assert len(_of(everything, "ingest")) == 9 and rule_counts(everything)["train_tokenizer"] == 4
     tuab = planned_jobs(paper_dag.run("all", "-n", "--forcerun", f"{PAPER}/tuab/manifest.parquet"))
     _one_downstream_chain(tuab, "tuab")
     tueg = planned_jobs(paper_dag.run("all", "-n", "--forcerun", f"{PAPER}/tueg/manifest.parquet"))
     assert _of(tueg, "ingest") == {"tueg"}
-    assert _counts(tueg)["train_tokenizer"] == 4 and _counts(tueg)["pretrain"] == 9
+    assert rule_counts(tueg)["train_tokenizer"] == 4 and rule_counts(tueg)["pretrain"] == 9
 
 
 # ---------------------------------------------------------------------------------------------

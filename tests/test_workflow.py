@@ -3,7 +3,6 @@ SLURM profile through Snakemake's own command line."""
 
 from __future__ import annotations
 
-import collections
 import json
 import re
 import subprocess
@@ -18,8 +17,8 @@ import pytest
 
 from pipeline.store.zarr_store import open_shard
 from paper_dag import PAPER_METHODS, PaperDag
-from workflow_helpers import (TEST_CONFIG, TEST_RESULTS, Finished, changed, make_workdir, output, snakemake, tail,
-                              tiny_config, write_config)
+from workflow_helpers import (TEST_CONFIG, TEST_RESULTS, Finished, changed, make_workdir, output, rule_counts,
+                              snakemake, tail, tiny_config, write_config)
 
 
 @pytest.mark.slow
@@ -169,15 +168,11 @@ def test_the_users_slurm_command_resolves_the_profile_in_the_repository_root(rep
 # the paper config's DAG: what one more seed, method or ablation plans (dry runs over tiny stand-in files)
 
 
-def _counts(jobs: list[dict]) -> dict[str, int]:
-    return dict(collections.Counter(j["rule"] for j in jobs))
-
-
 @pytest.mark.slow
 @pytest.mark.xdist_group("paper_dag")  # one worker builds the session's paper DAG (tests/paper_dag.py)
 def test_paper_config_one_more_seed_plans_one_job_per_dataset_and_method(paper_dag: PaperDag, tmp_path: Path):
     jobs = paper_dag.dry_run(tmp_path, {"finetune": {"seeds": [0, 1, 2, 3, 4, 5]}})
-    assert _counts(jobs) == {"finetune": 8 * len(PAPER_METHODS), "tables": 1}
+    assert rule_counts(jobs) == {"finetune": 8 * len(PAPER_METHODS), "tables": 1}
     finetune = [j for j in jobs if j["rule"] == "finetune"]
     assert {j["wildcards"]["seed"] for j in finetune} == {"5"}
     assert {(j["wildcards"]["dataset"], j["wildcards"]["method"]) for j in finetune} == {
@@ -191,7 +186,7 @@ def test_paper_config_changing_one_tokenizer_variant_reruns_only_its_chain(paper
     methods = [m.replace("-", ":", 1) if m.startswith(("ablation-", "tokenizer-")) else m for m in PAPER_METHODS]
     methods = [m.replace("tokenizer:labram", "tokenizer:neurorvq") for m in methods]
     jobs = paper_dag.dry_run(tmp_path, {"tokenizer": {"variants": variants}, "finetune": {"methods": methods}})
-    counts = _counts(jobs)
+    counts = rule_counts(jobs)
     assert counts.pop("finetune") == 8 * 5 and counts.pop("tables") == 1
     assert counts == {"train_tokenizer": 1, "extract_codes": counts["extract_codes"], "pretrain": 1}
     assert {j["wildcards"].get("tok") for j in jobs if j["rule"] in ("train_tokenizer", "extract_codes")} == {
@@ -206,11 +201,11 @@ def test_paper_config_one_more_ablation_plans_its_pretraining_and_its_fine_tunin
     methods = ["full", "probe", "scratch", "logreg", "ablation:random-mask", "ablation:flat-heads", "ablation:no-sym"]
     jobs = paper_dag.dry_run(tmp_path, {"pretrain": {"ablations": {"no-sym": {"model": {"symmetric": False}}}},
                                         "finetune": {"methods": methods}})
-    assert _counts(jobs) == {"pretrain": 1, "finetune": 8 * 5, "tables": 1}  # not the 100k-step main run
+    assert rule_counts(jobs) == {"pretrain": 1, "finetune": 8 * 5, "tables": 1}  # not the 100k-step main run
     assert {j["wildcards"].get("run") for j in jobs if j["rule"] == "pretrain"} == {"no-sym"}
     assert {j["wildcards"]["method"] for j in jobs if j["rule"] == "finetune"} == {"ablation-no-sym"}
     # a probe's learning rate reruns the probes only; renaming nothing reruns nothing
     probe = paper_dag.dry_run(tmp_path, {"finetune": {"probe_lr": 0.01}})
-    assert _counts(probe) == {"finetune": 8 * 5, "tables": 1}
+    assert rule_counts(probe) == {"finetune": 8 * 5, "tables": 1}
     assert {j["wildcards"]["method"] for j in probe if j["rule"] == "finetune"} == {"probe"}
     assert paper_dag.dry_run(tmp_path, {"finetune": {"seeds": [4, 3, 2, 1, 0]}, "tokenizer": {"pretrained": None}}) == []

@@ -8,6 +8,7 @@ preserved) is a second, equally finished checkout: Snakemake sees nothing to do 
 
 from __future__ import annotations
 
+import collections
 import copy
 import os
 import re
@@ -87,6 +88,11 @@ def planned_jobs(proc: subprocess.CompletedProcess) -> list[dict[str, Any]]:
 
 def planned_rules(proc: subprocess.CompletedProcess) -> set[str]:
     return {j["rule"] for j in planned_jobs(proc)}
+
+
+def rule_counts(jobs: list[dict[str, Any]]) -> dict[str, int]:
+    """Planned jobs per rule (of planned_jobs' list)."""
+    return dict(collections.Counter(j["rule"] for j in jobs))
 
 
 def nothing_to_do(proc: subprocess.CompletedProcess) -> bool:
