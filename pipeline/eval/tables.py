@@ -458,17 +458,18 @@ def write_tables(root: str | Path, out: str | Path, *, paper: str | Path | None 
     paired = paired_rows(records, views)
     notes = [SEED_NOTE] + ([PUBLISHED_NOTE] if any(v.published for v in views) else []) + \
         ([PAIRED_NOTE] if paired else [])
+    # the tables as text cells, once: Markdown (table.md, results.md) and reStructuredText (table.rst) are views
+    combined, seeds = combined_rows(views), seed_rows(records, views)
+    paired_cells = paired_table_rows(paired, views) if paired else None
     md_notes = "\n".join([f"- {n}" for n in notes] + [f"- Data quality, {_md(t)}: {_md(q)}" for t, q in data_quality])
-    paired_md = [f"## Paired differences\n\n{_md_table(*paired_table_rows(paired, views))}"] if paired else []
+    paired_md = [f"## Paired differences\n\n{_md_table(*paired_cells)}"] if paired_cells else []
     sections = [f"## {_md(v.title)}{'' if v.title != v.name else f' ({v.task})'}\n\n{_dataset_table(v)}"
                 for v in views]
-    seeds_md = f"## Every seed\n\n{_md_table(*seed_rows(records, views))}"
+    seeds_md = f"## Every seed\n\n{_md_table(*seeds)}"
     results_md = "\n\n".join(["# Downstream results", head, *sections, *paired_md, seeds_md, md_notes]) + "\n"
-    table_md = "\n\n".join(["# Downstream results, all datasets", head, _md_table(*combined_rows(views)), *paired_md,
+    table_md = "\n\n".join(["# Downstream results, all datasets", head, _md_table(*combined), *paired_md,
                              md_notes]) + "\n"
-    table_rst = landing_rst(headline=combined_rows(views), quality=data_quality, notes=notes,
-                            paired=paired_table_rows(paired, views) if paired else None,
-                            seeds=seed_rows(records, views),
+    table_rst = landing_rst(headline=combined, quality=data_quality, notes=notes, paired=paired_cells, seeds=seeds,
                             provenance=_provenance(root, records, paper_path, lit=lambda s: f"``{s}``"))
 
     paths = {name: out / name for name in ("results.csv", "summary.csv", "results.md", "table.md", "table.rst",
@@ -477,8 +478,9 @@ def write_tables(root: str | Path, out: str | Path, *, paper: str | Path | None 
                                                          "hi", "n_seeds"]))
     write_text_atomic(paths["results.csv"], _csv(rows, ["dataset", "method", "seed", "metric", "value"]))
     write_text_atomic(paths["summary.csv"], _csv(summary, ["dataset", "method", "metric", "mean", "std", "n_seeds"]))
-    plot_results(summary, paths["results.png"], rows=rows, titles={v.name: v.title for v in views})
-    plot_finetune_curves(curve_runs(records), paths["finetune_curves.png"], titles={v.name: v.title for v in views})
+    titles = {v.name: v.title for v in views}
+    plot_results(summary, paths["results.png"], rows=rows, titles=titles)
+    plot_finetune_curves(curve_runs(records), paths["finetune_curves.png"], titles=titles)
     write_text_atomic(paths["results.md"], results_md)
     write_text_atomic(paths["table.rst"], table_rst)
     write_text_atomic(paths["table.md"], table_md)
