@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.config import DaskConfig, PreprocessConfig, load_settings
+from pipeline.config import PreprocessConfig, load_settings
 from pipeline.prep.preprocess import preprocess
+from pipeline.stages.common import add_dask_arguments, dask_kwargs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("montage", help="montage.parquet from standardize")
     parser.add_argument("--out", required=True, help="folder to write")
     parser.add_argument("--settings", default=None, help="PreprocessConfig as JSON (or @file)")
-    parser.add_argument("--workers", type=int, default=1, help="local dask workers (1 = in-process)")
-    parser.add_argument("--scheduler", default=None, help="address of a running dask scheduler")
-    parser.add_argument("--cluster-min-recordings", type=int, default=DaskConfig.cluster_min_recordings,
-                        help="fewer recordings run in-process, without a local cluster (config dask.cluster_min_recordings)")
+    add_dask_arguments(parser)
     parser.add_argument("--strict", action="store_true", help="stop at the first failing recording")
 
 
 def main(args: argparse.Namespace) -> None:
     cfg = load_settings(PreprocessConfig, args.settings)
-    preprocess(args.montage, args.out, cfg, n_workers=args.workers, scheduler=args.scheduler, strict=args.strict,
-               cluster_min_recordings=args.cluster_min_recordings)
+    preprocess(args.montage, args.out, cfg, strict=args.strict, **dask_kwargs(args))
