@@ -13,6 +13,7 @@ hold the lines.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -20,11 +21,12 @@ import time
 from typing import TextIO
 
 log = logging.getLogger(__name__)
-_UNSET = object()
 
 
+@functools.cache
 def terminal() -> TextIO | None:
-    """The process's terminal when its stderr is not that terminal already (None: no terminal, or stderr is it)."""
+    """The process's terminal when its stderr is not that terminal already (None: no terminal, or stderr is it);
+    opened once per process, whatever the number of Progress lines or instances."""
     try:
         if os.isatty(sys.stderr.fileno()):
             return None
@@ -54,7 +56,7 @@ class Progress:
         self.log = logger or log
         self.t0 = time.monotonic()
         self.last: float | None = None
-        self.console = _UNSET  # the terminal, looked up at the first line
+        self.console_ok = True  # False once the terminal went away
 
     def update(self, done: int, detail: str = "") -> str | None:
         """Record `done` (absolute); the line logged, when this update logs one."""
@@ -70,11 +72,10 @@ class Progress:
         line = (f"{self.label}: {self.unit} {done}/{self.total} ({pct:.0f} %) · {rate:.3g} {self.unit}s/s · ETA {eta}"
                 + (f" · {detail}" if detail else ""))
         self.log.info("%s", line)
-        if self.console is _UNSET:
-            self.console = terminal()
-        if self.console is not None:
+        console = terminal() if self.console_ok else None
+        if console is not None:
             try:
-                self.console.write(line + "\n")
+                console.write(line + "\n")
             except OSError:  # the terminal went away (a closed ssh session): the log still has every line
-                self.console = None
+                self.console_ok = False
         return line
